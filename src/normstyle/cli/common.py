@@ -1,0 +1,78 @@
+"""Pieces shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from normstyle.errors import OptionError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
+def layer_weights(text: str) -> dict[str, float]:
+    """Parse ``relu1_1,relu2_1`` (equal weights summing to 1) or ``relu4_2:1,relu5_2:0.5``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected layer names, e.g. relu1_1,relu2_1")
+    weights: dict[str, float] = {}
+    for item in items:
+        name, _, weight = item.partition(":")
+        try:
+            weights[name] = float(weight) if weight else 1.0 / len(items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad weight in '{item}'") from None
+    return weights
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """Parse ``0.7,0.3``."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got '{text}'"
+        ) from None
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`OptionError` (exit 2) unless ``condition``."""
+    if not condition:
+        raise OptionError(message)

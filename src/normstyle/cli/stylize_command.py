@@ -1,0 +1,132 @@
+"""``normstyle stylize CONTENT STYLE [STYLE ...] -o OUT``: options derived from StyleOptions."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import fields
+from typing import Any
+
+from normstyle.cli.common import (
+    float_list,
+    layer_weights,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from normstyle.images import check_output_path, save_image
+from normstyle.style.options import StyleOptions
+from normstyle.style.transfer import run
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(non_negative_float(text))
+    if str(value) != text.strip():
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got '{text}'")
+    return value
+
+
+# How each StyleOptions field is parsed on the command line (bools are flags).
+_PARSERS: dict[str, Any] = {
+    "size": positive_int,
+    "iterations": positive_int,
+    "learning_rate": positive_float,
+    "init": str,
+    "content_weight": non_negative_float,
+    "style_weight": non_negative_float,
+    "content_layers": layer_weights,
+    "style_layers": layer_weights,
+    "tv_weight": non_negative_float,
+    "style_scale": positive_float,
+    "style_blend": float_list,
+    "weights": str,
+    "seed": int,
+    "save_every": _non_negative_int,
+}
+_GROUPS = {
+    "output": ("size", "iterations", "seed", "save_every", "progress", "verbose"),
+    "loss": (
+        "content_weight",
+        "style_weight",
+        "content_layers",
+        "style_layers",
+        "tv_weight",
+        "style_scale",
+        "style_blend",
+        "preserve_colors",
+    ),
+    "optimisation": ("optimizer", "learning_rate", "init"),
+    "network": ("weights", "pooling"),
+}
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v:g}" for k, v in value.items())
+    return str(value)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``stylize`` sub-command."""
+    parser = subparsers.add_parser(
+        "stylize",
+        help="stylise a content image with one or more style images",
+        description="Gatys et al. (2016) style transfer. Images may be files or builtin:NAME"
+        " (builtin:grace_hopper, builtin:swirls).",
+    )
+    parser.add_argument("content", help="content image")
+    parser.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output image (.png, .jpg, .webp, .tif, .bmp)"
+    )
+    defaults = StyleOptions()
+    hints = typing.get_type_hints(StyleOptions)
+    by_name = {f.name: f for f in fields(StyleOptions)}
+    for title, names in _GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            spec = by_name[name]
+            flag = "--" + name.replace("_", "-")
+            default = getattr(defaults, name)
+            help_text = spec.metadata["help"]
+            if hints[name] is bool:
+                if default:
+                    group.add_argument(
+                        f"--no-{name.replace('_', '-')}",
+                        dest=name,
+                        action="store_false",
+                        help=f"do not {help_text}",
+                    )
+                else:
+                    group.add_argument(flag, action="store_true", help=help_text)
+                continue
+            kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+            choices = (
+                typing.get_args(hints[name])
+                if typing.get_origin(hints[name]) is typing.Literal
+                else ()
+            )
+            if choices:
+                kwargs["choices"] = choices
+            else:
+                kwargs["type"] = _PARSERS[name]
+            shown = "" if default is None else _show(default)
+            group.add_argument(
+                flag, help=f"{help_text}" + (f" [{shown}]" if shown else ""), **kwargs
+            )
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``stylize``."""
+    names = {f.name for f in fields(StyleOptions)}
+    options = StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
+    output = check_output_path(args.output)  # fail before the long part, not after it
+    result = run(args.content, args.styles, options, output=output)
+    save_image(result.image, output)
+    width, height = result.image.size
+    print(
+        f"wrote {output} ({width}×{height}, {options.iterations} iterations,"
+        f" {result.seconds:.1f} s, seed {result.seed}, loss {result.final['total']:.4g})"
+    )
+    return 0

@@ -1,0 +1,76 @@
+"""``normstyle weights list`` and ``normstyle weights show ID``."""
+
+from __future__ import annotations
+
+import argparse
+
+from normstyle.weights import WEIGHT_SOURCES, file_sha256, get_weights, parameter_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``weights`` sub-command."""
+    parser = subparsers.add_parser("weights", help="list and inspect weight sources")
+    actions = parser.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=type(parser)
+    )
+    actions.add_parser("list", help="all registered weight sources").set_defaults(
+        handler=list_sources
+    )
+    show = actions.add_parser(
+        "show", help="layers, parameters, sha256 and preprocessing of one source"
+    )
+    show.add_argument("id", help="a weight source id (see 'weights list') or a weights file")
+    show.set_defaults(handler=show_source)
+
+
+def list_sources(args: argparse.Namespace) -> int:
+    """Print one row per registered source."""
+    rows = [("id", "arch", "head", "input", "offline", "description")]
+    for source in WEIGHT_SOURCES.values():
+        rows.append(
+            (
+                source.id,
+                source.arch,
+                "yes" if source.has_head else "no",
+                source.preprocessing.name,
+                "yes" if source.available_offline() else "no",
+                source.description,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+    return 0
+
+
+def show_source(args: argparse.Namespace) -> int:
+    """Print everything about one source, without downloading it."""
+    source = get_weights(args.id)
+    prep = source.preprocessing
+    local = source.local_file()
+    offline = source.available_offline()
+    if source.sha256:
+        sha = source.sha256
+    elif offline and local is not None:
+        sha = f"{file_sha256(local)} (of the cached file)"
+    else:
+        sha = f"{source.meta.get('sha256_prefix', '?')}… (prefix, checked on download)"
+    print(f"id:            {source.id}")
+    print(f"architecture:  {source.arch}" + (" with classifier head" if source.has_head else ""))
+    print(f"description:   {source.description}")
+    print(f"origin:        {source.origin}")
+    print(f"offline:       {'yes, ' + str(local) if offline else 'no (downloaded on first use)'}")
+    print(f"sha256:        {sha}")
+    print(
+        f"preprocessing: {prep.name}: {prep.channel_order}, 0–{prep.scale:g},"
+        f" mean {list(prep.mean)}, std {list(prep.std)}"
+    )
+    for key, value in source.meta.items():
+        if key != "sha256_prefix":
+            print(f"{key + ':':<15}{value}")
+    table = parameter_table(source)
+    print(f"\n{'layer':<8} {'weight shape':<20} {'parameters':>12}")
+    for name, shape, count in table:
+        print(f"{name:<8} {'×'.join(map(str, shape)):<20} {count:>12,}")
+    print(f"{'total':<8} {'':<20} {sum(row[2] for row in table):>12,}")
+    return 0

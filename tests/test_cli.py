@@ -1,0 +1,133 @@
+"""The CLI in-process: help, version, each error path's one-line message and exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from normstyle import __version__
+from normstyle.cli import main
+
+TINY = ["--size", "32", "--iterations", "2", "--no-progress", "--seed", "1"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_and_version(capsys) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "stylize" in out and "weights" in out
+    code, out, _ = run_cli(capsys, "stylize", "--help")
+    assert code == 0 and "--style-weight" in out and "[1000.0]" in out
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"normstyle {__version__}"
+
+
+@pytest.mark.vgg
+def test_stylize_writes_the_output(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    code, stdout, err = run_cli(
+        capsys, "stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out), *TINY
+    )
+    assert code == 0, err
+    assert out.is_file() and f"wrote {out}" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--size", "0"], 2, "--size: must be positive"),
+        (["--iterations", "-5"], 2, "--iterations: must be positive"),
+        (["--iterations", "many"], 2, "expected a positive integer"),
+        (["--style-layers", "relu4_3x"], 2, "unknown layer 'relu4_3x' (did you mean 'relu4_3'?)"),
+        (["--weights", "vgg19-cafe"], 2, "did you mean 'vgg19-caffe'"),
+        (["--pooling", "min"], 2, "invalid choice"),
+        (["--style-blend", "1,2"], 2, "2 style blend weights for 1 style images"),
+    ],
+)
+def test_option_errors(capsys, tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    out = tmp_path / "out.png"
+    got, _, err = run_cli(
+        capsys, "stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out), *TINY, *args
+    )
+    assert got == code
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_input_errors(capsys, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    out = tmp_path / "out.png"
+    cases = [
+        ([str(tmp_path / "missing.jpg"), "builtin:swirls", "-o", str(out)], "no such file"),
+        ([str(broken), "builtin:swirls", "-o", str(out)], "broken.jpg"),
+        (
+            ["builtin:grace_hopper", "builtin:swirls", "-o", str(tmp_path / "no" / "o.png")],
+            "does not exist",
+        ),
+        (["builtin:grace_hoper", "builtin:swirls", "-o", str(out)], "did you mean 'grace_hopper'"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(capsys, "stylize", *args, *TINY)
+        assert code == 1, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unsupported_output_suffix_is_a_usage_error(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        capsys,
+        "stylize",
+        "builtin:grace_hopper",
+        "builtin:swirls",
+        "-o",
+        str(tmp_path / "out.xyz"),
+        *TINY,
+    )
+    assert code == 2 and "unsupported output format" in err
+
+
+def test_interrupt_writes_nothing(capsys, tmp_path: Path, monkeypatch) -> None:
+    import normstyle.cli.stylize_command as command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run", interrupted)
+    out = tmp_path / "out.png"
+    code, _, err = run_cli(
+        capsys, "stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out)
+    )
+    assert code == 130 and "interrupted" in err and not out.exists()
+
+
+def test_weights_list_and_show(capsys) -> None:
+    code, out, _ = run_cli(capsys, "weights", "list")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("vgg19-caffe"))
+    assert "yes" in row and "caffe" in row
+    code, out, _ = run_cli(capsys, "weights", "show", "vgg19-caffe")
+    assert code == 0
+    assert "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6" in out
+    assert "20,024,384" in out  # VGG-19's conv parameters
+    code, out, _ = run_cli(capsys, "weights", "show", "vgg16_bn")
+    assert code == 0 and "6c64b313" in out and "138,365,992" in out
+    code, _, err = run_cli(capsys, "weights", "show", "vgg16_bm")
+    assert code == 2 and "did you mean 'vgg16_bn'" in err
+
+
+def test_module_entry_point() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "normstyle", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and __version__ in done.stdout

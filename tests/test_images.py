@@ -1,0 +1,215 @@
+"""Image reading in every mode, format and EXIF orientation (files generated here), refusal of
+bombs and non-images, and atomic saving."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from normstyle import images
+from normstyle.errors import InputError, OptionError
+from normstyle.images import load_rgb, read_image, resize_long_side, save_image
+
+
+def pattern(width: int = 6, height: int = 4) -> np.ndarray:
+    """An asymmetric RGB pattern: every pixel distinct."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([xs * 40, ys * 60, (xs + ys) * 10 + 5], axis=-1).astype(np.uint8)
+
+
+def test_rgb_formats_round_trip_exactly(tmp_path: Path) -> None:
+    array = pattern()
+    for suffix in (".png", ".tif", ".bmp", ".webp"):
+        path = tmp_path / f"p{suffix}"
+        options = {"lossless": True} if suffix == ".webp" else {}
+        Image.fromarray(array).save(path, **options)
+        np.testing.assert_array_equal(np.asarray(read_image(path)), array, err_msg=suffix)
+
+
+def test_jpeg_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", (8, 8), (200, 30, 60)).save(path, quality=100)
+    got = np.asarray(read_image(path)).astype(int)
+    assert np.abs(got - [200, 30, 60]).max() <= 3
+
+
+def test_gif_first_frame(tmp_path: Path) -> None:
+    path = tmp_path / "a.gif"
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    assert read_image(path).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_grey_palette_and_bilevel_modes(tmp_path: Path) -> None:
+    grey = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    Image.fromarray(grey, mode="L").save(tmp_path / "l.png")
+    np.testing.assert_array_equal(
+        np.asarray(read_image(tmp_path / "l.png")), np.repeat(grey[..., None], 3, -1)
+    )
+    palette = Image.fromarray(pattern()).convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(
+        np.asarray(read_image(tmp_path / "p.png")), np.asarray(palette.convert("RGB"))
+    )
+    Image.new("1", (3, 3), 1).save(tmp_path / "b.png")
+    assert read_image(tmp_path / "b.png").getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_alpha_is_composited_over_white(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (0, 0, 255, 0)  # fully transparent → white
+    rgba[1, 0] = (0, 0, 0, 128)  # half black over white → ~127
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    got = np.asarray(read_image(tmp_path / "a.png")).astype(int)
+    assert tuple(got[0, 0]) == (255, 0, 0)
+    assert tuple(got[0, 1]) == (255, 255, 255)
+    assert np.abs(got[1, 0] - 127).max() <= 1
+    la = Image.fromarray(np.array([[[0, 0], [100, 255]]], dtype=np.uint8), mode="LA")
+    la.save(tmp_path / "la.png")
+    assert read_image(tmp_path / "la.png").getpixel((0, 0)) == (255, 255, 255)
+    assert read_image(tmp_path / "la.png").getpixel((1, 0)) == (100, 100, 100)
+    transparent_palette = Image.new("P", (2, 1))
+    transparent_palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    transparent_palette.putpixel((1, 0), 1)
+    transparent_palette.info["transparency"] = 0
+    transparent_palette.save(tmp_path / "pt.png", transparency=0)
+    got = read_image(tmp_path / "pt.png")
+    assert got.getpixel((0, 0)) == (255, 255, 255) and got.getpixel((1, 0)) == (200, 100, 50)
+
+
+def test_cmyk(tmp_path: Path) -> None:
+    Image.new("CMYK", (2, 2), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)
+    r, g, b = read_image(tmp_path / "c.jpg").getpixel((0, 0))
+    assert r > 240 and g < 15 and b < 15  # pure red
+
+
+def test_sixteen_bit_grey_is_rescaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode in ("I;16", "I")
+    got = np.asarray(read_image(tmp_path / "g16.png"))[0, :, 0]
+    assert list(got) == [0, 128, 255]
+    floats = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(floats, mode="F").save(tmp_path / "f.tif")
+    assert list(np.asarray(read_image(tmp_path / "f.tif"))[0, :, 0]) == [0, 128, 255]
+
+
+# EXIF orientation → what a viewer shows, written with numpy (independent of Pillow).
+ORIENTATIONS = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.transpose(1, 0, 2),  # transpose: the main diagonal
+    6: lambda a: np.rot90(a, k=-1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transverse: the anti-diagonal
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
+    array = pattern()
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    image.save(path, exif=exif)
+    np.testing.assert_array_equal(np.asarray(read_image(path)), ORIENTATIONS[orientation](array))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(100_000, 100_000))  # 10 gigapixels in 80 bytes
+    with pytest.raises(InputError, match=r"too many pixels|larger than the limit"):
+        read_image(bomb)
+    Image.new("RGB", (40, 30)).save(tmp_path / "ok.png")
+    with pytest.raises(InputError, match="larger than the limit of 1000 pixels"):
+        read_image(tmp_path / "ok.png", max_pixels=1000)
+
+
+def test_non_images_are_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "text.jpg").write_text("hello")
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        good
+    )
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:300])
+    cases = {
+        "text.jpg": "not an image",
+        "cut.jpg": "cannot decode",
+        "missing.png": "no such file",
+        ".": "is a directory",
+    }
+    for name, message in cases.items():
+        with pytest.raises(InputError, match=message) as info:
+            read_image(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def test_resize_long_side() -> None:
+    image = Image.new("RGB", (300, 200))
+    assert resize_long_side(image, 150).size == (150, 100)
+    assert resize_long_side(Image.new("RGB", (200, 300)), 60).size == (40, 60)
+    with pytest.raises(OptionError):
+        resize_long_side(image, 0)
+
+
+def test_load_rgb_accepts_paths_images_and_tensors(tmp_path: Path) -> None:
+    array = pattern(8, 4)
+    Image.fromarray(array).save(tmp_path / "p.png")
+    from_path = load_rgb(tmp_path / "p.png")
+    from_pil = load_rgb(Image.fromarray(array))
+    from_tensor = load_rgb(torch.from_numpy(array).permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(from_path, from_pil)
+    torch.testing.assert_close(from_path, from_tensor)
+    assert load_rgb(from_tensor, 4).shape == (1, 3, 2, 4)
+    with pytest.raises(OptionError):
+        load_rgb(torch.rand(2, 3, 4, 4))
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out.png"
+    image = Image.fromarray(pattern())
+    save_image(image, out)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), pattern())
+
+    def broken_save(self, fp, format=None, **params):
+        fp.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    target = tmp_path / "never.png"
+    with pytest.raises(OSError, match="disk full"):
+        save_image(image, target)
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temp file left behind
+
+
+def test_unwritable_and_unsupported_outputs(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        images.check_output_path(tmp_path / "no" / "x.png")
+    with pytest.raises(OptionError, match="unsupported output format"):
+        images.check_output_path(tmp_path / "x.gifx")

@@ -1,0 +1,101 @@
+"""The optimisation on the real VGG-19 at small sizes, and colour preservation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from normstyle import stylize
+from normstyle.errors import OptionError
+from normstyle.style.color import keep_luminance, match_color_histogram, rgb_to_yiq, yiq_to_rgb
+from normstyle.style.options import StyleOptions
+from normstyle.style.transfer import run
+
+SMALL = {"size": 64, "progress": False}
+
+
+@pytest.mark.vgg
+def test_lbfgs_lowers_the_loss_tenfold_from_noise() -> None:
+    result = run(
+        "builtin:grace_hopper",
+        "builtin:swirls",
+        StyleOptions(iterations=20, seed=3, init="noise", **SMALL),
+    )
+    assert result.losses[0] / result.final["total"] >= 10, (result.losses[0], result.final)
+
+
+@pytest.mark.vgg
+def test_same_seed_gives_identical_output() -> None:
+    options = {"iterations": 5, "seed": 11, "init": "noise", **SMALL}
+    first = np.asarray(stylize("builtin:grace_hopper", "builtin:swirls", **options))
+    second = np.asarray(stylize("builtin:grace_hopper", "builtin:swirls", **options))
+    third = np.asarray(stylize("builtin:grace_hopper", "builtin:swirls", **{**options, "seed": 12}))
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, third)
+
+
+@pytest.mark.vgg
+def test_adam_multi_style_and_intermediate_saves(tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    blue = torch.zeros(3, 40, 40)
+    blue[2] = 1.0
+    result = run(
+        "builtin:grace_hopper",
+        ["builtin:swirls", blue],
+        StyleOptions(
+            iterations=6,
+            optimizer="adam",
+            init="content",
+            seed=1,
+            style_blend=(3.0, 1.0),
+            save_every=2,
+            **SMALL,
+        ),
+        output=out,
+    )
+    assert result.final["total"] < result.losses[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_2.png", "out_4.png"]
+    assert result.image.size == (55, 64)
+
+
+def test_options_are_validated() -> None:
+    for bad in (
+        {"size": 0},
+        {"iterations": -1},
+        {"optimizer": "sgd"},
+        {"pooling": "min"},
+        {"style_weight": -1.0},
+        {"preserve_colors": "yes"},
+    ):
+        with pytest.raises(OptionError):
+            StyleOptions(**bad)
+    with pytest.raises(OptionError, match="did you mean 'iterations'"):
+        StyleOptions.from_kwargs(iteration=3)
+
+
+def test_yiq_round_trip_and_luminance_transfer() -> None:
+    rgb = torch.rand(1, 3, 5, 7)
+    torch.testing.assert_close(yiq_to_rgb(rgb_to_yiq(rgb)), rgb, atol=1e-6, rtol=0)
+    stylized, content = torch.rand(1, 3, 5, 7) * 0.5 + 0.25, torch.rand(1, 3, 5, 7) * 0.5 + 0.25
+    mixed = rgb_to_yiq(keep_luminance(stylized, content))
+    # Luminance from the stylised image, chrominance from the content (where nothing clips).
+    torch.testing.assert_close(mixed[:, 0], rgb_to_yiq(stylized)[:, 0], atol=1e-5, rtol=0)
+    ok = (
+        yiq_to_rgb(torch.cat([rgb_to_yiq(stylized)[:, :1], rgb_to_yiq(content)[:, 1:]], 1)) - 0.5
+    ).abs().amax(1) < 0.5
+    torch.testing.assert_close(
+        mixed[:, 1:][:, :, ok[0]], rgb_to_yiq(content)[:, 1:][:, :, ok[0]], atol=1e-5, rtol=0
+    )
+
+
+def test_histogram_matching_gives_the_content_mean_and_covariance() -> None:
+    generator = torch.Generator().manual_seed(0)
+    style = torch.rand(1, 3, 30, 30, generator=generator) * 0.3 + 0.2
+    content = torch.rand(1, 3, 30, 30, generator=generator) * 0.2 + 0.4
+    matched = match_color_histogram(style, content).reshape(3, -1).double()
+    target = content.reshape(3, -1).double()
+    torch.testing.assert_close(matched.mean(1), target.mean(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cov(matched), torch.cov(target), atol=1e-5, rtol=1e-3)
