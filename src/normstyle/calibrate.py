@@ -1,0 +1,161 @@
+"""Calibration: stream a folder of images through a weight source's network and measure its
+per-filter means (the input of :func:`normstyle.normalize.normalize`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from normstyle import __version__
+from normstyle.errors import InputError, NormstyleError, OptionError
+from normstyle.images import READ_SUFFIXES, read_image, resize_short_side
+from normstyle.models.vgg import VGG, Pooling
+from normstyle.normalize import FilterMeans, activation_means, plan
+from normstyle.preprocessing import Preprocessing, image_to_rgb
+from normstyle.weights import WeightSource
+
+
+def image_files(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted, by suffix), at most ``limit`` of them."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of images")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
+    if not files:
+        raise InputError(f"{root}: no images found (looked for {', '.join(sorted(READ_SUFFIXES))})")
+    if limit is not None:
+        if limit <= 0:
+            raise OptionError(f"limit must be positive, got {limit}")
+        files = files[:limit]
+    return files
+
+
+def image_batches(
+    files: Sequence[Path],
+    prep: Preprocessing,
+    size: int,
+    skipped: list[str] | None = None,
+    prefetch: int = 4,
+) -> Iterator[torch.Tensor]:
+    """Yield each image as a (1, 3, H, W) network input, short side ``size``, channels-last.
+
+    Decoding and resizing run in a background thread (Pillow releases the GIL), so they overlap
+    with the network. Unreadable files are skipped and named in ``skipped``.
+    """
+    done = object()
+    buffer: queue.Queue[object] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def load() -> None:
+        for path in files:
+            if stop.is_set():
+                return
+            try:
+                image = resize_short_side(read_image(path), size)
+            except NormstyleError as error:
+                buffer.put(error)
+                continue
+            x = prep.from_rgb(image_to_rgb(image)).contiguous(memory_format=torch.channels_last)
+            buffer.put(x)
+        buffer.put(done)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, NormstyleError):
+                if skipped is not None:
+                    skipped.append(str(item))
+                continue
+            assert isinstance(item, torch.Tensor)
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def _with_progress(
+    batches: Iterable[torch.Tensor], total: int, show: bool, desc: str
+) -> Iterator[torch.Tensor]:
+    with tqdm(total=total, desc=desc, unit="img", disable=not show, dynamic_ncols=True) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(1)
+
+
+def feature_forward(model: torch.nn.Module) -> object:
+    """A forward that stops after the last ReLU that defines a mean (saves pool5 and the head)."""
+    last_relu = plan(model).steps[-1].relu
+    if isinstance(model, VGG):
+        return lambda x: model(x, [last_relu])
+    return None
+
+
+def measure_means(
+    model: torch.nn.Module,
+    files: Sequence[Path],
+    prep: Preprocessing,
+    size: int = 256,
+    progress: bool = True,
+    desc: str = "calibrate",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[FilterMeans, list[str]]:
+    """Per-filter means of ``model`` on ``files`` (short side ``size``); also the skipped files.
+
+    ``dtype=torch.float64`` runs the network itself in float64 (slower; for exactness checks).
+    """
+    model = model.to(dtype=dtype, memory_format=torch.channels_last)
+    skipped: list[str] = []
+    loaded = image_batches(files, prep, size, skipped)
+    batches = _with_progress((x.to(dtype) for x in loaded), len(files), progress, desc)
+    with torch.inference_mode():
+        means = activation_means(model, batches, forward=feature_forward(model))  # type: ignore[arg-type]
+    return means, skipped
+
+
+def calibrate(
+    source: WeightSource,
+    folder: str | os.PathLike[str],
+    size: int = 256,
+    limit: int | None = None,
+    pooling: Pooling = "max",
+    progress: bool = True,
+) -> tuple[FilterMeans, list[str]]:
+    """Measure ``source``'s per-filter means on the images in ``folder``.
+
+    Pooling defaults to max: the network as it was trained (Gatys et al. normalise the trained
+    network and only then swap in average pooling for synthesis).
+    """
+    if size < 32:
+        raise OptionError(f"size {size} is too small for calibration (≥ 32)")
+    files = image_files(folder, limit)
+    model = source.build(pooling=pooling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        means, skipped = measure_means(model, files, source.preprocessing, size, progress)
+    means.meta = {
+        "weights": {"id": source.id, "sha256": source.sha256, "arch": source.arch},
+        "preprocessing": source.preprocessing.name,
+        "pooling": pooling,
+        "image_size": {"short_side": size},
+        "calibration_set": {
+            "folder": Path(folder).name,
+            "files": len(files),
+            "skipped": len(skipped),
+        },
+        "created": dt.date.today().isoformat(),
+        "normstyle": __version__,
+    }
+    return means, skipped
