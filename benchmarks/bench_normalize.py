@@ -98,7 +98,8 @@ def main() -> None:
         )
     print(f"{len(files)} images, short side {args.size}")
     print(table(["variant", "s", "img/s", "speed-up", "max rel. diff of μ", "p99 rel. diff"], rows))
-    path = write_results("normalize", {"size": args.size, "results": results})
+    name = "normalize" if args.limit is None else f"normalize-{args.limit}"
+    path = write_results(name, {"size": args.size, "results": results})
     print(f"wrote {path}")
 
 

@@ -72,3 +72,24 @@ def test_misspelled_names_get_suggestions() -> None:
         VGG("vgg19")(torch.randn(1, 3, 32, 32), ["relu42"])
     with pytest.raises(OptionError, match="did you mean 'vgg19'"):
         VGG("vgg91")
+
+
+def test_in_place_relus_give_the_same_gradients() -> None:
+    """run_chain rectifies unrequested conv outputs in place; gradients must not change."""
+    reference = hand_built_vgg19("avg")
+    ours = VGG("vgg19", pooling="avg")
+    convs = [m for m in reference if isinstance(m, nn.Conv2d)]
+    for ref, name in zip(convs, [n for n in ours.layer_names if n.startswith("conv")]):
+        getattr(ours, name).load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    features = ours(x, ["relu1_1", "conv2_1", "relu3_1", "relu5_1"])
+    loss = sum(f.square().mean() for f in features.values())
+    (grad,) = torch.autograd.grad(loss, x)
+    y = x.detach().clone().requires_grad_(True)
+    index = {"relu1_1": 1, "conv2_1": 5, "relu3_1": 11, "relu5_1": 29}
+    expected_loss = sum(reference[: i + 1](y).square().mean() for i in index.values())
+    (expected,) = torch.autograd.grad(expected_loss, y)
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        features["conv2_1"], reference[:6](x)
+    )  # a requested conv output survives

@@ -11,15 +11,17 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from normstyle import __version__
 from normstyle.errors import InputError, NormstyleError, OptionError
 from normstyle.images import READ_SUFFIXES, read_image, resize_short_side
-from normstyle.models.vgg import VGG, Pooling
+from normstyle.models.chain import truncated_forward
+from normstyle.models.vgg import Pooling
 from normstyle.normalize import FilterMeans, activation_means, plan
-from normstyle.preprocessing import Preprocessing, image_to_rgb
+from normstyle.preprocessing import Preprocessing
 from normstyle.weights import WeightSource
 
 
@@ -48,7 +50,8 @@ def image_batches(
     """Yield each image as a (1, 3, H, W) network input, short side ``size``, channels-last.
 
     Decoding and resizing run in a background thread (Pillow releases the GIL), so they overlap
-    with the network. Unreadable files are skipped and named in ``skipped``.
+    with the network. The thread touches no torch op: a second OpenMP team beside the network's
+    costs more than it saves (measured). Unreadable files are skipped and named in ``skipped``.
     """
     done = object()
     buffer: queue.Queue[object] = queue.Queue(maxsize=prefetch)
@@ -59,12 +62,9 @@ def image_batches(
             if stop.is_set():
                 return
             try:
-                image = resize_short_side(read_image(path), size)
+                buffer.put(np.array(resize_short_side(read_image(path), size)))  # writable copy
             except NormstyleError as error:
                 buffer.put(error)
-                continue
-            x = prep.from_rgb(image_to_rgb(image)).contiguous(memory_format=torch.channels_last)
-            buffer.put(x)
         buffer.put(done)
 
     worker = threading.Thread(target=load, daemon=True)
@@ -75,8 +75,9 @@ def image_batches(
                 if skipped is not None:
                     skipped.append(str(item))
                 continue
-            assert isinstance(item, torch.Tensor)
-            yield item
+            assert isinstance(item, np.ndarray)
+            rgb = torch.from_numpy(item).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            yield prep.from_rgb(rgb).contiguous(memory_format=torch.channels_last)
     finally:
         stop.set()
         while worker.is_alive():  # unblock a worker waiting on a full queue
@@ -93,14 +94,6 @@ def _with_progress(
         for batch in batches:
             yield batch
             bar.update(1)
-
-
-def feature_forward(model: torch.nn.Module) -> object:
-    """A forward that stops after the last ReLU that defines a mean (saves pool5 and the head)."""
-    last_relu = plan(model).steps[-1].relu
-    if isinstance(model, VGG):
-        return lambda x: model(x, [last_relu])
-    return None
 
 
 def measure_means(
@@ -121,7 +114,8 @@ def measure_means(
     loaded = image_batches(files, prep, size, skipped)
     batches = _with_progress((x.to(dtype) for x in loaded), len(files), progress, desc)
     with torch.inference_mode():
-        means = activation_means(model, batches, forward=feature_forward(model))  # type: ignore[arg-type]
+        relus = [step.relu for step in plan(model).steps]
+        means = activation_means(model, batches, forward=truncated_forward(model, relus))
     return means, skipped
 
 

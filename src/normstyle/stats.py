@@ -14,6 +14,7 @@ the image sizes. Sums accumulate in float64.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -161,9 +162,12 @@ def select_modules(model: nn.Module, patterns: Sequence[str]) -> list[tuple[str,
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     ]
     names = [name for name, _ in named]
+    # For a glob, suggest a stem glob: 'rleu*' → 'relu*' (from relu1_1, relu1_2 …).
+    stems = sorted({re.sub(r"[\d_.]+$", "", name) + "*" for name in names})
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            raise OptionError(f"no layer matches '{pattern}'{did_you_mean(pattern, names)}")
+            choices = stems if any(c in pattern for c in "*?[") else names
+            raise OptionError(f"no layer matches '{pattern}'{did_you_mean(pattern, choices)}")
     return chosen
 
 

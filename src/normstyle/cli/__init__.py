@@ -12,11 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from normstyle import __version__
-from normstyle.cli import normalize_command, stylize_command, weights_command
+from normstyle.cli import (
+    lab_command,
+    normalize_command,
+    stats_command,
+    stylize_command,
+    weights_command,
+)
 from normstyle.cli.common import OneLineParser
 from normstyle.errors import NormstyleError, OptionError
 
-COMMANDS = (stylize_command, normalize_command, weights_command)
+COMMANDS = (stylize_command, normalize_command, stats_command, lab_command, weights_command)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,19 @@
+"""Lecture experiments (CS231n lecture 7 and course notes on weight initialisation and batch
+norm) reproduced as figures with numbers. Each ``run(out, tiny, seed)`` writes PNGs and a JSON of
+its numbers into ``out`` and returns those numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from normstyle.lab import activations, bn, depth, init, norms
+
+EXPERIMENTS: dict[str, Callable[[Path, bool, int], dict[str, Any]]] = {
+    "init": init.run,
+    "depth": depth.run,
+    "bn": bn.run,
+    "norms": norms.run,
+    "activations": activations.run,
+}

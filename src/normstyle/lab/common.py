@@ -1,0 +1,45 @@
+"""Helpers shared by the lab experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from normstyle.images import atomic_write
+
+
+def write_numbers(out: Path, name: str, numbers: dict[str, Any]) -> Path:
+    """``out/NAME.json`` with the experiment's numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(numbers, indent=1, default=float)
+    return atomic_write(out / f"{name}.json", lambda handle: handle.write(text.encode() + b"\n"))
+
+
+def digits(
+    size: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8×8 digits (1,797 images), standardised, split 80/20 at random.
+
+    With ``size``, images are (N, 1, size, size), upsampled bilinearly; else flat (N, 64).
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.tensor(np.random.default_rng(seed).permutation(len(y)))
+    x, y = x[order], y[order]
+    if size is None:
+        x = x.reshape(len(y), 64)
+    else:
+        x = torch.nn.functional.interpolate(
+            x[:, None], size=(size, size), mode="bilinear", align_corners=False
+        )
+    split = int(0.8 * len(y))
+    mean, std = x[:split].mean(), x[:split].std()
+    x = (x - mean) / std
+    return x[:split], y[:split], x[split:], y[split:]

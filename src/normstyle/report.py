@@ -1,0 +1,116 @@
+"""Activation-statistics reports: per layer mean, std, fraction of exact zeros, and the
+distribution of per-channel means — as JSON, Markdown and PNG figures. Works for any model
+through :func:`summarize` on the statistics engine's output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from normstyle.figures import pyplot, save_figure
+from normstyle.images import atomic_write
+from normstyle.stats import RunningStats
+
+
+@dataclass
+class LayerSummary:
+    """One layer's statistics over all images and positions."""
+
+    layer: str
+    channels: int
+    values: int  # per channel
+    mean: float
+    std: float
+    zero_fraction: float  # exact zeros among all values (dead ReLU outputs)
+    dead_channels: int  # channels that were zero everywhere
+    channel_mean_min: float
+    channel_mean_median: float
+    channel_mean_max: float
+    channel_means: list[float]
+
+
+def summarize(stats: dict[str, RunningStats]) -> list[LayerSummary]:
+    """Summaries of statistics gathered with ``moments=2`` and ``track_zeros=True``."""
+    rows = []
+    for name, s in stats.items():
+        means = s.mean
+        rows.append(
+            LayerSummary(
+                layer=name,
+                channels=means.numel(),
+                values=s.count,
+                mean=s.overall_mean,
+                std=s.overall_std,
+                zero_fraction=float(s.zero_fraction.mean()),
+                dead_channels=int((s.zero_fraction == 1).sum()),
+                channel_mean_min=float(means.min()),
+                channel_mean_median=float(means.median()),
+                channel_mean_max=float(means.max()),
+                channel_means=means.tolist(),
+            )
+        )
+    return rows
+
+
+def markdown(rows: list[LayerSummary], title: str) -> str:
+    """A Markdown table of the summaries."""
+    lines = [
+        f"## {title}",
+        "",
+        "| layer | channels | mean | std | zeros | dead ch. | ch. mean min | median | max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.layer} | {r.channels} | {r.mean:.4g} | {r.std:.4g} | {r.zero_fraction:.1%} |"
+            f" {r.dead_channels} | {r.channel_mean_min:.3g} | {r.channel_mean_median:.3g} |"
+            f" {r.channel_mean_max:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figures(reports: dict[str, list[LayerSummary]], folder: Path) -> list[Path]:
+    """Two PNGs, one panel per report (e.g. original and normalised side by side): the
+    distribution of per-channel means per layer (log scale) and the zero fraction per layer."""
+    plt = pyplot()
+    written = []
+    count = len(reports)
+    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4.5), squeeze=False, sharey=False)
+    for ax, (title, rows) in zip(axes[0], reports.items()):
+        data = [[max(v, 1e-6) for v in r.channel_means] for r in rows]
+        ax.boxplot(data, whis=(0, 100), widths=0.6)
+        ax.set_yscale("log")
+        ax.set_xticks(range(1, len(rows) + 1), [r.layer for r in rows], rotation=60, fontsize=8)
+        ax.set_ylabel("mean activation of a channel (log scale)")
+        ax.set_title(
+            f"{title}: per-channel means per layer (box: quartiles, whiskers: min–max)", fontsize=9
+        )
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    fig.tight_layout()
+    written.append(save_figure(fig, folder / "channel_means.png"))
+    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], reports.items()):
+        ax.bar(range(len(rows)), [100 * r.zero_fraction for r in rows], color="tab:red")
+        ax.set_xticks(range(len(rows)), [r.layer for r in rows], rotation=60, fontsize=8)
+        ax.set_ylabel("exact zeros (% of all values)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{title}: fraction of dead (zero) outputs per layer", fontsize=9)
+    fig.tight_layout()
+    written.append(save_figure(fig, folder / "zero_fraction.png"))
+    return written
+
+
+def write_report(
+    reports: dict[str, list[LayerSummary]], folder: str | Path, meta: dict[str, Any]
+) -> list[Path]:
+    """``stats.json``, ``stats.md`` and the figures in ``folder`` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {**meta, "reports": {k: [asdict(r) for r in rows] for k, rows in reports.items()}}
+    text = json.dumps(payload, indent=1)
+    paths = [atomic_write(folder / "stats.json", lambda h: h.write(text.encode()))]
+    md = "\n".join(markdown(rows, title) for title, rows in reports.items())
+    paths.append(atomic_write(folder / "stats.md", lambda h: h.write(md.encode())))
+    return paths + figures(reports, folder)

@@ -1,0 +1,68 @@
+"""``normstyle stats`` and the statistics API on a user's own module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nets import random_relu_net
+from normstyle.cli import main
+from normstyle.diagnostics import activation_report
+
+
+def test_report_on_a_users_module_equals_brute_force() -> None:
+    net = random_relu_net()
+    batches = [torch.rand(2, 3, 16, 16), torch.rand(1, 3, 24, 20)]
+    rows = {r.layer: r for r in activation_report(net, batches, ["relu*"])}
+    for name in ("relu1", "relu2", "relu3"):
+        index = list(dict(net.named_children())).index(name)
+        values = torch.cat(
+            [net[: index + 1](b).double().transpose(0, 1).flatten(1) for b in batches], dim=1
+        )
+        assert rows[name].mean == pytest.approx(float(values.mean()), rel=1e-6)
+        assert rows[name].std == pytest.approx(float(values.std(correction=0)), rel=1e-5)
+        assert rows[name].zero_fraction == pytest.approx(float((values == 0).double().mean()))
+        assert rows[name].channel_means == pytest.approx(values.mean(1).tolist(), rel=1e-6)
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+
+
+@pytest.mark.vgg
+def test_stats_cli_writes_the_report(tmp_path: Path, capsys) -> None:
+    from normstyle.builtin_images import builtin_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    builtin_image("builtin:grace_hopper").resize((48, 56)).save(images / "a.png")
+    builtin_image("builtin:swirls").resize((40, 40)).save(images / "b.jpg")
+    out = tmp_path / "report"
+    code = main(
+        [
+            "stats",
+            "--images",
+            str(images),
+            "--size",
+            "32",
+            "--layers",
+            "relu1_*,relu5_1",
+            "--compare",
+            "normalized",
+            "--no-progress",
+            "-o",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    data = json.loads((out / "stats.json").read_text())
+    assert list(data["reports"]) == ["vgg19-caffe", "vgg19-caffe-normalized"]
+    assert [r["layer"] for r in data["reports"]["vgg19-caffe"]] == ["relu1_1", "relu1_2", "relu5_1"]
+    for name in ("stats.md", "channel_means.png", "zero_fraction.png"):
+        assert (out / name).is_file()
+    # Normalised: per-channel means are the original ones divided by the shipped μ (order 1).
+    normalized = data["reports"]["vgg19-caffe-normalized"][0]
+    assert 0.05 < normalized["channel_mean_median"] < 20
+    code = main(["stats", "--images", str(images), "--layers", "rleu*", "-o", str(out)])
+    assert code == 2 and "did you mean" in capsys.readouterr().err
