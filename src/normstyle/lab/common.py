@@ -43,3 +43,35 @@ def digits(
     mean, std = x[:split].mean(), x[:split].std()
     x = (x - mean) / std
     return x[:split], y[:split], x[split:], y[split:]
+
+
+def train_epoch(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    batch_size: int = 64,
+) -> float:
+    """One epoch of cross-entropy minibatch training in a random order; the mean loss."""
+    net.train()
+    order = torch.randperm(len(y), generator=generator)
+    total = 0.0
+    for start in range(0, len(y), batch_size):
+        batch = order[start : start + batch_size]
+        loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(y)
+
+
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Eval-mode accuracy; a net whose outputs are not finite scores chance (10%)."""
+    net.eval()
+    with torch.no_grad():
+        logits = net(x)
+    if not torch.isfinite(logits).all():
+        return 0.1
+    return float((logits.argmax(1) == y).float().mean())

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from normstyle.figures import pyplot, save_figure
-from normstyle.lab.common import digits, write_numbers
+from normstyle.lab.common import accuracy, digits, train_epoch, write_numbers
 
 
 def plain_relu_net(
@@ -45,21 +45,13 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     net = plain_relu_net(depth, width, gain, generator)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    losses = []
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=generator)
-        total = 0.0
-        for start in range(0, len(y), 64):
-            batch = order[start : start + 64]
-            loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(y))
-    with torch.no_grad():
-        accuracy = float((net(x_test).argmax(1) == y_test).float().mean())
-    return {"depth": depth, "variance": f"{gain:g}/n", "losses": losses, "test_accuracy": accuracy}
+    losses = [train_epoch(net, optimizer, x, y, generator) for _ in range(epochs)]
+    return {
+        "depth": depth,
+        "variance": f"{gain:g}/n",
+        "losses": losses,
+        "test_accuracy": accuracy(net, x_test, y_test),
+    }
 
 
 def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:

@@ -17,8 +17,12 @@ import torch
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """The paper's unnormalised Gram matrix G = F Fᵀ for features (B, N, H, W) → (B, N, N)."""
+    if features.is_contiguous(memory_format=torch.channels_last):
+        # (B, H·W, N) is a free view of channels-last memory; Fᵀ F then needs no copy.
+        rows = features.permute(0, 2, 3, 1).reshape(features.shape[0], -1, features.shape[1])
+        return rows.mT @ rows
     flat = features.flatten(2)
-    return flat @ flat.transpose(1, 2)
+    return flat @ flat.mT
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
