@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
-DEMO_OPTIONS ?= --size 256 --iterations 150 --seed 1
+DEMO_OPTIONS ?= --size 256 --iterations 300 --seed 1
 
-.PHONY: demo test lint bench bench-normalize generalization means lab clean
+.PHONY: demo test lint bench bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p demo
 	$(BIN)/normstyle stylize builtin:grace_hopper builtin:swirls -o demo/out.png $(DEMO_OPTIONS)
 
 test: $(STAMP)
@@ -26,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
+bench: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_stylize.py
+
 bench-normalize: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_normalize.py
 
@@ -34,6 +38,13 @@ generalization: $(STAMP)
 
 means: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python scripts/regenerate_means.py
+
+lab: $(STAMP)
+	$(BIN)/normstyle lab all -o docs/lab
+
+figure: $(STAMP)
+	$(BIN)/normstyle stylize $(DATA)/photos/tubingen.jpg $(DATA)/art/starry_night.jpg \
+		-o docs/tubingen_starry_night.png --size 512 --iterations 300 --seed 0
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo

@@ -22,6 +22,7 @@ from normstyle.normalize import (
     fold_batch_norm,
     normalize,
     plan,
+    verify,
 )
 
 
@@ -230,3 +231,13 @@ def test_means_json_round_trip_is_exact(tmp_path: Path) -> None:
     for name, mu in means.means.items():
         assert torch.equal(loaded.means[name], mu)
     assert loaded.positions == means.positions and loaded.meta == means.meta
+
+
+def test_verify_reports_other_images_against_one() -> None:
+    net = random_relu_net()
+    normalized = normalize(net, activation_means(net, images(seed=1)))
+    same = verify(normalized, images(seed=1))
+    other = verify(normalized, images(seed=7))
+    assert max(row.max_error for row in same) <= 1e-4
+    assert max(row.median_error for row in other) > 1e-4  # other images: sampling error shows
+    assert [row.layer for row in other] == ["conv1", "conv2", "conv3"]

@@ -369,3 +369,14 @@ def compare_methods(
         )
         for i, step in enumerate(steps)
     ]
+
+
+def verify(
+    normalized: nn.Module,
+    batches: Iterable[torch.Tensor],
+    dead: Mapping[str, Iterable[int]] | None = None,
+    forward: Callable[[torch.Tensor], Any] | None = None,
+) -> list[LayerCheck]:
+    """Measure a normalised network's per-filter means on ``batches`` and report, per layer,
+    how far the live filters are from 1 (``dead``: filters known dead at calibration)."""
+    return check_means(activation_means(normalized, batches, forward), dead)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from normstyle.errors import OptionError, check_names
 from normstyle.images import ImageSource, load_rgb, save_image
+from normstyle.models.chain import chain_of, run_chain
 from normstyle.models.vgg import VGG
 from normstyle.preprocessing import Preprocessing, rgb_to_image
 from normstyle.runtime import Runtime, resolve_runtime
@@ -140,8 +141,22 @@ def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
 def _features(
     model: VGG, x: torch.Tensor, layers: list[str], runtime: Runtime
 ) -> dict[str, torch.Tensor]:
-    with runtime.autocast():
-        return model(x.contiguous(memory_format=runtime.memory_format), layers)
+    x = x.contiguous(memory_format=runtime.memory_format)
+    if runtime.precision == "fp32":
+        return model(x, layers)
+    # The first conv runs in fp32 even under autocast: its input is the image being optimised,
+    # and bf16 rounds 0-255 pixel values to steps of up to 1, hiding the small moves L-BFGS makes
+    # (measured: its first step then leaves the loss unchanged, the curvature estimate is empty
+    # and the next step explodes). It costs under 1% of an iteration's FLOPs.
+    chain = chain_of(model)
+    first_name, first = chain[0]
+    x = first(x)
+    out = {first_name: x} if first_name in layers else {}
+    rest = [name for name in layers if name != first_name]
+    if rest:
+        with runtime.autocast():
+            out.update(run_chain(chain[1:], x, rest))
+    return out
 
 
 @torch.no_grad()
@@ -214,6 +229,42 @@ def evaluate(
         return loss(_features(model, x, loss.layers, runtime), x)
 
 
+@dataclass
+class GradientScale:
+    """The factor on the gradients flowing back through an fp16 network.
+
+    fp16's range ends at 65504: the gradients are scaled down (and the pixel gradient scaled
+    back up) by a factor that shrinks whenever they overflow, as mixed-precision training's loss
+    scaling does. Other precisions keep 1.
+    """
+
+    value: float = 1.0
+    shrink: float = 2.0**4
+    max_retries: int = 12
+
+
+def backward_to_pixels(
+    model: VGG, loss: GatysLoss, x: torch.Tensor, runtime: Runtime, scale: GradientScale
+) -> LossTerms:
+    """The loss terms at ``x`` (a leaf that requires grad); their gradient replaces ``x.grad``.
+    Raises when the loss is not finite."""
+    for _ in range(scale.max_retries):
+        x.grad = None
+        terms = evaluate(model, loss, x, runtime, grad=True)
+        if not torch.isfinite(terms.total):
+            raise RuntimeError("the loss is not finite: lower the learning rate or the weights")
+        (terms.total * scale.value).backward()
+        assert x.grad is not None
+        if runtime.precision != "fp16" or torch.isfinite(x.grad).all():
+            break
+        scale.value /= scale.shrink
+    else:
+        raise RuntimeError("the gradient overflows in fp16: use --precision fp32 or bf16")
+    if scale.value != 1.0:
+        x.grad /= scale.value
+    return terms
+
+
 def optimize(
     model: VGG,
     loss: GatysLoss,
@@ -242,13 +293,10 @@ def optimize(
         optimizer = torch.optim.Adam([x], lr=options.step_size() * prep.pixel_unit)
 
     last: list[LossTerms] = []
+    scale = GradientScale()
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        terms = evaluate(model, loss, x, runtime, grad=True)
-        if not torch.isfinite(terms.total):
-            raise RuntimeError("the loss is not finite: lower the learning rate or the weights")
-        terms.total.backward()
+        terms = backward_to_pixels(model, loss, x, runtime, scale)
         last[:] = [terms]
         return terms.total
 

@@ -1,0 +1,145 @@
+"""Device and precision: every precision runs and matches fp32 on a small net; refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from normstyle.errors import OptionError
+from normstyle.models import VGG
+from normstyle.normalize import activation_means, normalize
+from normstyle.preprocessing import CAFFE
+from normstyle.runtime import Runtime, cpu_has_fast_bf16, resolve_runtime
+from normstyle.style.options import StyleOptions
+from normstyle.style.transfer import (
+    STYLE_WEIGHT_PER_CONTENT_VALUE,
+    GradientScale,
+    backward_to_pixels,
+    build_loss,
+    evaluate,
+    optimize,
+)
+
+LAYERS = {"content_layers": {"relu3_1": 1.0}, "style_layers": {"relu1_1": 0.5, "relu2_1": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def small_vgg() -> VGG:
+    torch.manual_seed(0)
+    model = VGG("vgg11", pooling="avg")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+                module.bias.uniform_(0, 0.05)
+    # Normalised, as stylisation runs it: activations of order 1, which fp16's range needs.
+    generator = torch.Generator().manual_seed(3)
+    batches = [CAFFE.from_rgb(torch.rand(2, 3, 40, 48, generator=generator)) for _ in range(2)]
+    model = normalize(model, activation_means(model, batches))
+    return model.to(memory_format=torch.channels_last)
+
+
+def loss_for(model: VGG, runtime: Runtime, options: StyleOptions):
+    generator = torch.Generator().manual_seed(1)
+    content, style = (
+        torch.rand(1, 3, 40, 48, generator=generator),
+        torch.rand(1, 3, 40, 48, generator=generator),
+    )
+    return build_loss(model, CAFFE, content, [style], [1.0], options, runtime)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) -> None:
+    options = StyleOptions(size=48, iterations=10, progress=False, **LAYERS)
+    fp32 = resolve_runtime("cpu", "fp32")
+    low = resolve_runtime("cpu", precision)
+    start = CAFFE.from_rgb(torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2)))
+    judge_loss = loss_for(small_vgg, fp32, options)
+    # One evaluation: loss and pixel gradient in low precision agree with fp32.
+    gradients, totals = {}, {}
+    for runtime in (fp32, low):
+        x = start.clone().requires_grad_(True)
+        scale = GradientScale()
+        terms = backward_to_pixels(
+            small_vgg, loss_for(small_vgg, runtime, options), x, runtime, scale
+        )
+        totals[runtime.precision], gradients[runtime.precision] = (
+            float(terms.total.detach()),
+            x.grad,
+        )
+        if runtime.precision == "fp16":
+            assert scale.value < 1.0  # this loss's gradients overflow fp16 unscaled
+    assert totals[precision] == pytest.approx(totals["fp32"], rel=0.03)
+    cosine = torch.cosine_similarity(gradients[precision].flatten(), gradients["fp32"].flatten(), 0)
+    assert cosine > 0.999
+    # A short optimisation in low precision, judged in fp32, ends close to the fp32 run.
+    results = {}
+    for runtime in (fp32, low):
+        x, _, _ = optimize(
+            small_vgg, loss_for(small_vgg, runtime, options), start, 10, options, CAFFE, runtime
+        )
+        results[runtime.precision] = float(evaluate(small_vgg, judge_loss, x, fp32).total)
+    assert results["fp32"] < 0.01 * totals["fp32"]
+    assert results[precision] == pytest.approx(results["fp32"], rel=0.1)
+
+
+def test_grams_and_losses_stay_fp32_under_autocast(small_vgg: VGG) -> None:
+    options = StyleOptions(size=48, progress=False, **LAYERS)
+    runtime = resolve_runtime("cpu", "bf16")
+    loss = loss_for(small_vgg, runtime, options)
+    assert all(g.dtype == torch.float32 for g in loss.style_grams.values())
+    terms = evaluate(small_vgg, loss, torch.rand(1, 3, 40, 48) * 50, runtime)
+    assert terms.total.dtype == torch.float32
+
+
+def test_default_style_weight_scales_with_the_content_size(small_vgg: VGG) -> None:
+    options = StyleOptions(size=48, progress=False, **LAYERS)
+    loss = loss_for(small_vgg, resolve_runtime("cpu", "fp32"), options)
+    values = 256 * (40 // 4) * (48 // 4)  # relu3_1: 256 channels at 1/4 resolution
+    assert loss.style_weight == STYLE_WEIGHT_PER_CONTENT_VALUE * values
+    explicit = loss_for(
+        small_vgg,
+        resolve_runtime("cpu", "fp32"),
+        StyleOptions(size=48, style_weight=7.0, progress=False, **LAYERS),
+    )
+    assert explicit.style_weight == 7.0
+
+
+def test_auto_runtime_and_refusals(monkeypatch) -> None:
+    auto = resolve_runtime()
+    if not torch.cuda.is_available():
+        assert auto.device.type in ("cpu", "mps")
+        with pytest.raises(OptionError, match="CUDA is not available"):
+            resolve_runtime("cuda")
+    if auto.device.type == "cpu":
+        assert auto.precision == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    monkeypatch.setattr("normstyle.runtime.cpu_has_fast_bf16", lambda: False)
+    assert resolve_runtime("cpu").precision == "fp32"  # never lowered without native support
+    with pytest.raises(OptionError, match="precision must be"):
+        resolve_runtime("cpu", "int8")
+    with pytest.raises(OptionError, match="device must be"):
+        resolve_runtime("tpu")
+
+
+@pytest.mark.vgg
+def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
+    from normstyle.style.transfer import run
+
+    options = StyleOptions(
+        size=64,
+        iterations=4,
+        scales=2,
+        coarse_iterations=3,
+        save_every=2,
+        seed=0,
+        progress=False,
+        precision="fp32",
+    )
+    assert options.level_sizes() == [32, 64] and options.level_iterations() == [3, 4]
+    result = run("builtin:grace_hopper", "builtin:swirls", options, output=tmp_path / "o.png")
+    assert len(result.losses) == 7 and result.image.size == (55, 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o_2.png", "o_4.png", "o_6.png"]
+    with pytest.raises(OptionError, match="coarsest is under 16 px"):
+        StyleOptions(size=64, scales=4)
