@@ -1,7 +1,7 @@
 """Activation functions (CS231n lecture 7): sigmoid, tanh, ReLU, Leaky ReLU, PReLU, ELU and
 Maxout, with their derivatives (from autograd), and the fraction of units each leaves saturated
-or dead in the lab's init network (6 layers, batch 16, unit-Gaussian input; width 1024 so that
-Maxout's doubled weights stay small), under Xavier and Kaiming initialisation."""
+or dead in the lab's init network (6 layers of width 4096, batch 16, unit-Gaussian input), under
+Xavier and Kaiming initialisation."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def blocked_fraction(name: str, init: str, width: int, depth: int, batch: int, s
 
 def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:
     """The curves figure and the blocked-unit table."""
-    width, depth, batch = (128, 6, 16) if tiny else (1024, 6, 16)
+    width, depth, batch = (128, 6, 16) if tiny else (4096, 6, 16)
     names = [*ELEMENTWISE, "Maxout (2 pieces)"]
     fractions = {
         name: {

@@ -146,8 +146,9 @@ def _features(
         return model(x, layers)
     # The first conv runs in fp32 even under autocast: its input is the image being optimised,
     # and bf16 rounds 0-255 pixel values to steps of up to 1, hiding the small moves L-BFGS makes
-    # (measured: its first step then leaves the loss unchanged, the curvature estimate is empty
-    # and the next step explodes). It costs under 1% of an iteration's FLOPs.
+    # (on a small net its first step left the loss unchanged, the curvature estimate was empty
+    # and the next step exploded). On VGG-19 at 512 px it moved bf16's loss after 500 iterations
+    # from +0.49% to -0.07% of fp32's at no measurable cost per iteration (make bench).
     chain = chain_of(model)
     first_name, first = chain[0]
     x = first(x)
