@@ -116,3 +116,21 @@ def test_reset_keeps_the_hooks_working() -> None:
         expected = torch.relu(net.conv1(x)).mean(dim=(0, 2, 3))  # not through the hooked relu1
         torch.testing.assert_close(stats["relu1"].mean.float(), expected)
         assert stats["relu1"].batches == 1
+
+
+class Unreachable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("ran past the deepest selected layer")
+
+
+def test_collect_stops_after_the_deepest_selected_layer() -> None:
+    net = random_relu_net()
+    net.pool2 = Unreachable()  # replaces the module in place, keeping the chain order
+    x = torch.rand(2, 3, 8, 8)
+    stats = collect(net, [x], ["conv1", "relu2"])
+    # conv1's output is read by its hook before relu1 (run in place) overwrites it.
+    torch.testing.assert_close(stats["conv1"].mean.float(), net.conv1(x).mean(dim=(0, 2, 3)))
+    expected = torch.relu(net.conv2(torch.relu(net.conv1(x)))).double().mean(dim=(0, 2, 3))
+    torch.testing.assert_close(stats["relu2"].mean, expected, rtol=1e-6, atol=1e-9)
+    with pytest.raises(AssertionError, match="ran past"):
+        collect(net, [x], ["relu2"], forward=net)  # an explicit forward runs the whole model

@@ -99,3 +99,20 @@ def test_histogram_matching_gives_the_content_mean_and_covariance() -> None:
     target = content.reshape(3, -1).double()
     torch.testing.assert_close(matched.mean(1), target.mean(1), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.cov(matched), torch.cov(target), atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.vgg
+def test_luminance_preservation_keeps_the_content_chrominance_after_coarse_to_fine() -> None:
+    from normstyle.images import image_to_rgb, load_rgb
+
+    options = StyleOptions(
+        iterations=3, scales=2, seed=0, preserve_colors="luminance", precision="fp32", **SMALL
+    )
+    output = image_to_rgb(run("builtin:grace_hopper", "builtin:swirls", options).image)
+    content = load_rgb("builtin:grace_hopper", 64)  # read independently, at the output's size
+    assert output.shape == content.shape
+    got, want = rgb_to_yiq(output)[:, 1:], rgb_to_yiq(content)[:, 1:]
+    unclipped = ((output > 0.01) & (output < 0.99)).all(1, keepdim=True).expand_as(got)
+    assert unclipped.float().mean() > 0.5
+    # Equal up to the 8-bit rounding of the saved image.
+    torch.testing.assert_close(got[unclipped], want[unclipped], atol=0.01, rtol=0)

@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 from normstyle import __version__
 from normstyle.errors import InputError, NormstyleError, OptionError
 from normstyle.images import READ_SUFFIXES, read_image, resize_short_side
-from normstyle.models.chain import truncated_forward
 from normstyle.models.vgg import Pooling
-from normstyle.normalize import FilterMeans, activation_means, plan
+from normstyle.normalize import FilterMeans, activation_means
 from normstyle.preprocessing import Preprocessing
 from normstyle.weights import WeightSource
 
@@ -114,8 +113,7 @@ def measure_means(
     loaded = image_batches(files, prep, size, skipped)
     batches = _with_progress((x.to(dtype) for x in loaded), len(files), progress, desc)
     with torch.inference_mode():
-        relus = [step.relu for step in plan(model).steps]
-        means = activation_means(model, batches, forward=truncated_forward(model, relus))
+        means = activation_means(model, batches)
     return means, skipped
 
 

@@ -7,9 +7,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from normstyle.models.chain import truncated_forward
 from normstyle.report import LayerSummary, summarize
-from normstyle.stats import ActivationStats, HistogramSpec
+from normstyle.stats import HistogramSpec, collect
 
 
 def activation_report(
@@ -24,11 +23,6 @@ def activation_report(
     ``nn.Module`` works. Hooks are removed afterwards and nothing but running sums is kept, so
     memory does not grow with the number of images.
     """
-    with (
-        torch.inference_mode(),
-        ActivationStats(model, layers, moments=2, histogram=histogram) as stats,
-    ):
-        forward = truncated_forward(model, stats.names)
-        for batch in batches:
-            forward(batch)
-    return summarize(stats.stats)
+    with torch.inference_mode():
+        stats = collect(model, batches, layers, moments=2, histogram=histogram)
+    return summarize(stats)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from normstyle.errors import OptionError, did_you_mean
+from normstyle.models.chain import truncated_forward
 
 
 @dataclass
@@ -242,16 +243,16 @@ def collect(
     layers: Sequence[str] = ("*",),
     moments: int = 1,
     histogram: HistogramSpec | None = None,
-    forward: object = None,
+    forward: Callable[[torch.Tensor], object] | None = None,
     track_zeros: bool = True,
 ) -> dict[str, RunningStats]:
     """Run ``model`` (no gradients) on every batch and return the statistics of ``layers``.
 
-    ``forward``, if given, is called as ``forward(batch)`` instead of ``model(batch)`` — e.g. to
-    stop a VGG at the deepest selected layer.
+    By default a chain (VGG, ``nn.Sequential``) stops after the deepest selected layer, since
+    nothing later is observed; ``forward``, if given, is called as ``forward(batch)`` instead.
     """
-    run = forward if callable(forward) else model
     with torch.no_grad(), ActivationStats(model, layers, moments, histogram, track_zeros) as stats:
+        run = forward or truncated_forward(model, stats.names)
         for batch in batches:
             run(batch)
     return stats.stats

@@ -15,6 +15,7 @@ from torch import nn
 
 from normstyle.figures import pyplot, save_figure
 from normstyle.lab.common import write_numbers
+from normstyle.lab.init import mlp
 
 # Units whose derivative is below this fraction of the activation's largest derivative pass
 # (almost) no gradient: saturated (sigmoid, tanh) or dead (ReLU's zero side).
@@ -63,28 +64,30 @@ def blocked_fraction(name: str, init: str, width: int, depth: int, batch: int, s
     activation's maximum derivative."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, width, generator=generator)
-    gain = 1.0 if init == "Xavier" else 2.0
+    std = math.sqrt((1.0 if init == "Xavier" else 2.0) / width)
     blocked, total = 0, 0
     peak = 1.0  # Maxout passes its selected piece's gradient unchanged
     if not name.startswith("Maxout"):
         probe = torch.linspace(-10, 10, 20001, requires_grad=True)
         (probe_grad,) = torch.autograd.grad(ELEMENTWISE[name]()(probe).sum(), probe)
         peak = float(probe_grad.max())
-    for _ in range(depth):
-        if name.startswith("Maxout"):
+    # The elementwise activations run in lab init's own network; Maxout needs its own layers.
+    net = (
+        None if name.startswith("Maxout") else mlp(width, depth, ELEMENTWISE[name], std, generator)
+    )
+    for index in range(depth):
+        if net is None:
             layer = Maxout(width, width)
             with torch.no_grad():
-                layer.linear.weight.normal_(0, math.sqrt(gain / width), generator=generator)
+                layer.linear.weight.normal_(0, std, generator=generator)
                 layer.linear.bias.zero_()
             pre = layer.pre_activations(x).detach().requires_grad_(True)
             out = pre.amax(dim=-1)
             (grad,) = torch.autograd.grad(out.sum(), pre)
             derivative = grad.amax(dim=-1)
         else:
-            weight = torch.randn(width, width, generator=generator) * math.sqrt(gain / width)
-            pre = (x @ weight.T).detach().requires_grad_(True)
-            activation = ELEMENTWISE[name]()
-            out = activation(pre)
+            pre = net[2 * index](x).detach().requires_grad_(True)
+            out = net[2 * index + 1](pre)
             (derivative,) = torch.autograd.grad(out.sum(), pre)
         blocked += int((derivative.abs() < BLOCKED * peak).sum())
         total += derivative.numel()

@@ -32,17 +32,26 @@ CONFIGS: list[tuple[str, str, Callable[[int], float]]] = [
 ]
 
 
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
 def mlp(
-    width: int, depth: int, activation: str, std: float, generator: torch.Generator
+    width: int,
+    depth: int,
+    activation: str | Callable[[], nn.Module],
+    std: float,
+    generator: torch.Generator,
 ) -> nn.Sequential:
-    """``depth`` × (Linear without bias, activation), layers named fc1/act1 …"""
+    """``depth`` × (Linear without bias, activation), layers named fc1/act1 …; ``activation``
+    is ``"tanh"``, ``"relu"`` or a factory of activation modules."""
+    make = ACTIVATIONS[activation] if isinstance(activation, str) else activation
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for index in range(1, depth + 1):
         linear = nn.Linear(width, width, bias=False)
         with torch.no_grad():
             linear.weight.normal_(0.0, std, generator=generator)
         layers[f"fc{index}"] = linear
-        layers[f"act{index}"] = nn.Tanh() if activation == "tanh" else nn.ReLU()
+        layers[f"act{index}"] = make()
     return nn.Sequential(layers)
 
 

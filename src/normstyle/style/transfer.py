@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from normstyle.errors import OptionError, check_names
-from normstyle.images import ImageSource, load_rgb, save_image
+from normstyle.images import ImageSource, load_rgb, read_image, save_image
 from normstyle.models.chain import chain_of, run_chain
 from normstyle.models.vgg import VGG
 from normstyle.preprocessing import Preprocessing, rgb_to_image
@@ -76,6 +76,10 @@ def run(
     blend = _blend_weights(options.style_blend, len(styles))
     seed = options.seed if options.seed is not None else random.randrange(2**31)
     runtime = resolve_runtime(options.device, options.precision)
+    # Decode each file once (before the network loads, so a bad image fails fast); every
+    # coarse-to-fine level resizes from the decoded image.
+    content = _decoded(content)
+    styles = [_decoded(s) for s in styles]
 
     weights = for_stylization(options.weights, options.normalize)
     model = weights.build(pooling=options.pooling)
@@ -111,7 +115,7 @@ def run(
     x = x.float().cpu()
     rgb = prep.to_rgb(x).clamp(0, 1)
     if options.preserve_colors == "luminance":
-        rgb = keep_luminance(rgb, load_rgb(content, options.size))
+        rgb = keep_luminance(rgb, content_rgb)  # the last level's: options.size
     final = {"total": float(terms.total)}
     final |= {f"content/{k}": float(v) for k, v in terms.content.items()}
     final |= {f"style/{k}": float(v) for k, v in terms.style.items()}
@@ -125,6 +129,11 @@ def run(
         seconds=time.perf_counter() - started,
         tensor=x,
     )
+
+
+def _decoded(source: ImageSource) -> ImageSource:
+    """A file or ``builtin:NAME`` read into an RGB PIL image; images and tensors as they are."""
+    return source if isinstance(source, (Image.Image, torch.Tensor)) else read_image(source)
 
 
 def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
