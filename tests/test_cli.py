@@ -131,3 +131,92 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "normstyle", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and __version__ in done.stdout
+
+
+@pytest.mark.vgg
+def test_init_file_is_the_starting_image(capsys, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from normstyle.builtin_images import builtin_image
+
+    content = builtin_image("builtin:grace_hopper")  # 512×600
+    init = tmp_path / "init.png"
+    builtin_image("builtin:swirls").resize((256, 300)).save(init)  # the content's aspect
+    out = tmp_path / "out.png"
+    # One step of at most 1e-6 grey levels: the output is the start image, as the run saw it.
+    code, _, err = run_cli(
+        capsys,
+        "stylize",
+        "builtin:grace_hopper",
+        "builtin:swirls",
+        "-o",
+        str(out),
+        "--init",
+        str(init),
+        "--learning-rate",
+        "1e-6",
+        *["--size", "64", "--iterations", "1", "--no-progress", "--precision", "fp32"],
+    )
+    assert code == 0, err
+    result = np.asarray(Image.open(out)).astype(float)
+    expected = np.asarray(Image.open(init).resize(Image.open(out).size, Image.LANCZOS))
+    assert result.shape == expected.shape and content.size == (512, 600)
+    assert np.abs(result - expected).mean() < 2.0  # two resamplers, the same picture
+
+
+@pytest.mark.vgg
+def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    import normstyle.style.transfer as transfer
+
+    seen = {}
+    real = transfer.build_loss
+
+    def spy(model, prep, content_rgb, style_rgbs, *args, **kwargs):
+        seen["content"], seen["styles"] = content_rgb, style_rgbs
+        return real(model, prep, content_rgb, style_rgbs, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "build_loss", spy)
+    code, _, err = run_cli(
+        capsys,
+        "stylize",
+        "builtin:grace_hopper",
+        "builtin:swirls",
+        "-o",
+        str(tmp_path / "o.png"),
+        *["--preserve-colors", "histogram", "--style-scale", "0.75", *TINY],
+    )
+    assert code == 0, err
+    from scipy.linalg import sqrtm
+
+    from normstyle.images import load_rgb
+
+    assert max(seen["styles"][0].shape[2:]) == round(32 * 0.75)  # --style-scale
+    # The style image reached the loss recoloured as Gatys et al. 2017, §5.2 write it:
+    # x' = Σ_c^½ Σ_s^-½ (x − μ_s) + μ_c, here recomputed with numpy and scipy, then clamped.
+    original = load_rgb("builtin:swirls", round(32 * 0.75))[0].reshape(3, -1).double().numpy()
+    content = seen["content"][0].reshape(3, -1).double().numpy()
+    cov_s, cov_c = np.cov(original) + 1e-6 * np.eye(3), np.cov(content) + 1e-6 * np.eye(3)
+    transform = np.real(sqrtm(cov_c)) @ np.linalg.inv(np.real(sqrtm(cov_s)))
+    mean_s, mean_c = original.mean(1, keepdims=True), content.mean(1, keepdims=True)
+    expected = np.clip(transform @ (original - mean_s) + mean_c, 0, 1)
+    got = seen["styles"][0][0].reshape(3, -1).double().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.vgg
+def test_a_loss_that_is_not_finite_is_one_line(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "o.png"
+    code, _, err = run_cli(
+        capsys,
+        "stylize",
+        "builtin:grace_hopper",
+        "builtin:swirls",
+        "-o",
+        str(out),
+        *[*TINY, "--content-weight", "1e38", "--precision", "fp32"],
+    )
+    assert code == 1 and "not finite at the start image" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -185,9 +185,34 @@ def test_load_rgb_accepts_paths_images_and_tensors(tmp_path: Path) -> None:
     from_tensor = load_rgb(torch.from_numpy(array).permute(2, 0, 1).float() / 255)
     torch.testing.assert_close(from_path, from_pil)
     torch.testing.assert_close(from_path, from_tensor)
+    from_array = load_rgb(array)
+    from_float_array = load_rgb(array.astype(np.float64) / 255)
+    torch.testing.assert_close(from_path, from_array)
+    torch.testing.assert_close(from_path, from_float_array)
+    grey = load_rgb(array[..., 0])
+    torch.testing.assert_close(grey, from_path[:, :1].expand(1, 3, 4, 8))
     assert load_rgb(from_tensor, 4).shape == (1, 3, 2, 4)
-    with pytest.raises(OptionError):
-        load_rgb(torch.rand(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "message"),
+    [
+        (torch.rand(2, 3, 4, 4), InputError, r"must be \(3, H, W\) or \(1, 3, H, W\)"),
+        (torch.rand(3, 0, 4), InputError, "no pixels"),
+        (torch.full((3, 4, 4), float("nan")), InputError, "not finite"),
+        (torch.rand(3, 4, 4) * 255, InputError, r"must lie in \[0, 1\]"),
+        (torch.ones(3, 4, 4, dtype=torch.long), InputError, "must hold floats"),
+        (np.zeros((4, 4, 4), np.uint8), InputError, r"must be \(H, W, 3\)"),
+        (np.zeros((4, 4, 3), np.int32), InputError, "uint8 or float"),
+        (Image.new("RGB", (0, 0)), InputError, r"no pixels \(0×0\)"),
+        (None, TypeError, "an image must be a file path, 'builtin:NAME', a PIL image"),
+        (b"\x89PNG", TypeError, "got bytes"),
+        (42, TypeError, "got int"),
+    ],
+)
+def test_bad_image_sources_are_named_clearly(source, error, message) -> None:
+    with pytest.raises(error, match=message):
+        load_rgb(source, 32)
 
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch) -> None:
@@ -202,8 +227,10 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     target = tmp_path / "never.png"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="disk full") as info:
         save_image(image, target)
+    # The message names the output, not the temporary file it was being written to.
+    assert str(info.value) == f"{target}: cannot write (disk full)"
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temp file left behind
 

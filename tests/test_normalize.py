@@ -109,6 +109,37 @@ def test_batch_norm_folding_matches_torch_fusion_and_normalizes_exactly() -> Non
     assert max(row.max_error for row in check_means(after)) <= 1e-4
 
 
+@pytest.mark.parametrize(("affine", "conv_bias"), [(False, True), (True, False), (False, False)])
+def test_batch_norm_without_affine_or_conv_bias_folds_like_torch(affine, conv_bias) -> None:
+    generator = torch.Generator().manual_seed(5)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=conv_bias)
+    bn = nn.BatchNorm2d(4, affine=affine)
+    with torch.no_grad():
+        conv.weight.normal_(generator=generator)
+        bn.running_mean.uniform_(-1, 1, generator=generator)
+        bn.running_var.uniform_(0.5, 2, generator=generator)
+        if affine:
+            bn.weight.uniform_(0.5, 1.5, generator=generator)
+            bn.bias.uniform_(-0.5, 0.5, generator=generator)
+    net = nn.Sequential(OrderedDict(conv1=conv, bn1=bn, relu1=nn.ReLU())).eval()
+    folded = fold_batch_norm(net)
+    reference = fuse_conv_bn_eval(conv, bn)  # torch's own folding
+    torch.testing.assert_close(folded.conv1.weight, reference.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(folded.conv1.bias, reference.bias, rtol=1e-6, atol=1e-7)
+    x = torch.randn(2, 3, 8, 8, generator=generator)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_without_running_statistics_is_refused() -> None:
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3), bn1=nn.BatchNorm2d(4, track_running_stats=False), r=nn.ReLU()
+        )
+    )
+    with pytest.raises(OptionError, match="keeps no running statistics"):
+        fold_batch_norm(net)
+
+
 def test_naive_division_flips_a_relu_decision() -> None:
     """Layer 1: a1 = x, a2 = 100·x (means E[x], 100·E[x]). Layer 2: z = a1 − 0.02·a2 + 1.5
     = 1.5 − x, on for x < 1.5. Naively both inputs arrive as x/E[x]: z' ∝ 0.98·x/E[x] + 1.5,

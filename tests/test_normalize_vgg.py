@@ -209,3 +209,67 @@ def test_cli_normalize_errors(folder: Path, tmp_path: Path, capsys, monkeypatch)
     out = tmp_path / "stopped.safetensors"
     assert main(["normalize", "--images", str(folder), "-o", str(out)]) == 130
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_cli_naive_method_is_not_marked_normalised(folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "naive.safetensors"
+    argv = ["normalize", "--images", str(folder), "--size", "40", "--no-progress"]
+    code = main([*argv, "--method", "naive", "--no-check", "-o", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "NOT a normalised network" in printed.out
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["method"] == "naive"
+    assert meta["normalized"] is False and meta["function_preserving"] is False
+    # Neither verified nor used as a normalised network.
+    assert main(["normalize", "--verify", str(out), "--images", str(folder)]) == 2
+    assert "a naive rescaling, not a normalised network" in capsys.readouterr().err
+    code = main(
+        [
+            "stylize",
+            "builtin:grace_hopper",
+            "builtin:swirls",
+            "-o",
+            str(tmp_path / "o.png"),
+            "--weights",
+            str(out),
+            "--size",
+            "32",
+            "--iterations",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 2 and "no per-filter means ship" in capsys.readouterr().err
+
+
+def test_cli_compare_with_a_means_file(folder: Path, tmp_path: Path, capsys) -> None:
+    means = tmp_path / "means.json"
+    means.write_text(NORMALIZED_MEANS_FILE.read_text())
+    argv = ["normalize", "--compare", "--images", str(folder), "--size", "40", "--no-progress"]
+    code = main([*argv, "--means", str(means)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    rows = {line.split()[0]: line.split() for line in printed.out.splitlines() if "conv" in line}
+    assert len(rows) == 16 and max(float(row[1]) for row in rows.values()) < 1e-4
+    broken = tmp_path / "broken.json"
+    data = json.loads(NORMALIZED_MEANS_FILE.read_text())
+    data["means"]["conv3_1"][7] = -1.0
+    broken.write_text(json.dumps(data))
+    assert main([*argv, "--means", str(broken)]) == 1
+    assert "every mean must be a finite number ≥ 0" in capsys.readouterr().err
+
+
+def test_cli_average_pooling_is_recorded_and_verified(folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "avg.safetensors"
+    argv = ["--images", str(folder), "--size", "40", "--no-progress"]
+    assert main(["normalize", *argv, "--pooling", "avg", "--no-check", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert json.loads(out.with_suffix(".json").read_text())["pooling"] == "avg"
+    assert main(["normalize", "--verify", str(out), *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "pooling avg" in printed
+    rows = [line.split() for line in printed.splitlines() if line.startswith("conv")]
+    # Calibrated and verified with average pooling on the same images: means are 1 up to
+    # float32 rounding; with max pooling the deeper layers would be far off.
+    assert max(float(row[-3]) for row in rows) <= 1e-5

@@ -54,7 +54,9 @@ def loss_for(model: VGG, runtime: Runtime, options: StyleOptions):
 def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) -> None:
     options = StyleOptions(size=48, iterations=10, progress=False, **LAYERS)
     fp32 = resolve_runtime("cpu", "fp32")
-    low = resolve_runtime("cpu", precision)
+    # Built directly (not by the policy): the numerics are exercised on every CPU, emulated where
+    # the CPU has no native instructions for them.
+    low = Runtime(torch.device("cpu"), precision)
     start = CAFFE.from_rgb(torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2)))
     judge_loss = loss_for(small_vgg, fp32, options)
     # One evaluation: loss and pixel gradient in low precision agree with fp32.
@@ -77,17 +79,18 @@ def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) ->
     # A short optimisation in low precision, judged in fp32, ends close to the fp32 run.
     results = {}
     for runtime in (fp32, low):
-        x, _, _ = optimize(
+        done = optimize(
             small_vgg, loss_for(small_vgg, runtime, options), start, 10, options, CAFFE, runtime
         )
-        results[runtime.precision] = float(evaluate(small_vgg, judge_loss, x, fp32).total)
+        assert done.rejected == 0 and done.stopped is None, done.events
+        results[runtime.precision] = float(evaluate(small_vgg, judge_loss, done.x, fp32).total)
     assert results["fp32"] < 0.01 * totals["fp32"]
     assert results[precision] == pytest.approx(results["fp32"], rel=0.1)
 
 
 def test_grams_and_losses_stay_fp32_under_autocast(small_vgg: VGG) -> None:
     options = StyleOptions(size=48, progress=False, **LAYERS)
-    runtime = resolve_runtime("cpu", "bf16")
+    runtime = Runtime(torch.device("cpu"), "bf16")
     loss = loss_for(small_vgg, runtime, options)
     assert all(g.dtype == torch.float32 for g in loss.style_grams.values())
     terms = evaluate(small_vgg, loss, torch.rand(1, 3, 40, 48) * 50, runtime)
@@ -107,6 +110,77 @@ def test_default_style_weight_scales_with_the_content_size(small_vgg: VGG) -> No
     assert explicit.style_weight == 7.0
 
 
+def cpuinfo_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def test_native_bf16_follows_the_cpu_flags_and_the_isa_limits() -> None:
+    # Independent of torch's queries: the kernel's CPU flags and the documented env variables.
+    import os
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the bf16 policy is for x86 CPUs")
+    flags = cpuinfo_flags()
+    limited = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default") or (
+        os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("AVX2", "AVX512_CORE", "SSE41")
+    )
+    expected = bool({"avx512_bf16", "amx_bf16"} & flags) and "avx512f" in flags and not limited
+    assert cpu_has_fast_bf16() == expected
+    assert resolve_runtime("cpu").precision == ("bf16" if expected else "fp32")
+    if not expected:
+        with pytest.raises(OptionError, match="not native on this CPU"):
+            resolve_runtime("cpu", "bf16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+        {"ATEN_CPU_CAPABILITY": "avx2"},
+        {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    ],
+)
+def test_an_isa_limited_process_refuses_bf16_and_fp16_in_one_line(tmp_path: Path, limits) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.png"
+    env = {**os.environ, **limits}
+    for precision in ("bf16", "fp16"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "normstyle",
+                "stylize",
+                "builtin:grace_hopper",
+                "builtin:swirls",
+                "-o",
+                str(out),
+                "--size",
+                "32",
+                "--precision",
+                precision,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"--precision {precision} is not native on this CPU" in lines[0]
+        assert "use --precision fp32" in lines[0]
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_auto_runtime_and_refusals(monkeypatch) -> None:
     auto = resolve_runtime()
     if not torch.cuda.is_available():
@@ -121,6 +195,35 @@ def test_auto_runtime_and_refusals(monkeypatch) -> None:
         resolve_runtime("cpu", "int8")
     with pytest.raises(OptionError, match="device must be"):
         resolve_runtime("tpu")
+
+
+@pytest.mark.vgg
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="no native bf16 here (AVX-512-BF16 or AMX)")
+def test_native_bf16_stylisation_matches_fp32_on_vgg19() -> None:
+    from normstyle.images import load_rgb
+    from normstyle.style.transfer import run
+    from normstyle.weights import for_stylization
+
+    fp32 = resolve_runtime("cpu", "fp32")
+    weights = for_stylization("vgg19-caffe")
+    model = weights.build(pooling="avg").to(memory_format=torch.channels_last)
+    judge = build_loss(
+        model,
+        weights.preprocessing,
+        load_rgb("builtin:grace_hopper", 64),
+        [load_rgb("builtin:swirls", 64)],
+        [1.0],
+        StyleOptions(size=64, progress=False),
+        fp32,
+    )
+    finals = {}
+    for precision in ("fp32", "auto"):
+        options = StyleOptions(size=64, iterations=30, seed=0, progress=False, precision=precision)
+        result = run("builtin:grace_hopper", "builtin:swirls", options)
+        assert result.runtime == f"cpu, {'fp32' if precision == 'fp32' else 'bf16'}"
+        assert result.tensor is not None
+        finals[precision] = float(evaluate(model, judge, result.tensor, fp32).total)
+    assert finals["auto"] == pytest.approx(finals["fp32"], rel=0.05)  # both judged in fp32
 
 
 @pytest.mark.vgg
@@ -141,5 +244,17 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
     result = run("builtin:grace_hopper", "builtin:swirls", options, output=tmp_path / "o.png")
     assert len(result.losses) == 7 and result.image.size == (55, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o_2.png", "o_4.png", "o_6.png"]
-    with pytest.raises(OptionError, match="coarsest is under 16 px"):
-        StyleOptions(size=64, scales=4)
+    with pytest.raises(OptionError, match=r"content image would be 7×8 px at level 1 of 4"):
+        run("builtin:grace_hopper", "builtin:swirls", StyleOptions(size=64, scales=4))
+
+
+def test_fp16_overflow_past_the_retries_gives_a_non_finite_gradient(small_vgg: VGG) -> None:
+    options = StyleOptions(size=48, progress=False, **LAYERS)
+    runtime = Runtime(torch.device("cpu"), "fp16")
+    start = CAFFE.from_rgb(torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2)))
+    x = start.clone().requires_grad_(True)
+    scale = GradientScale(max_retries=1)  # no second try at a smaller scale
+    terms = backward_to_pixels(small_vgg, loss_for(small_vgg, runtime, options), x, runtime, scale)
+    assert torch.isfinite(terms.total)  # the loss itself is fine ...
+    assert x.grad is not None and not torch.isfinite(x.grad).all()  # ... its fp16 gradient not
+    assert scale.value == GradientScale().backoff  # backed off once, ready for the next call

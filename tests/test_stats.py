@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import warnings
 
 import numpy as np
@@ -134,3 +135,22 @@ def test_collect_stops_after_the_deepest_selected_layer() -> None:
     torch.testing.assert_close(stats["relu2"].mean, expected, rtol=1e-6, atol=1e-9)
     with pytest.raises(AssertionError, match="ran past"):
         collect(net, [x], ["relu2"], forward=net)  # an explicit forward runs the whole model
+
+
+def test_float64_activations_are_reduced_in_float64() -> None:
+    # 1 + k·1e-9 for a million positions: a float32 sum rounds every term to 1.0 and loses the
+    # 5e-4 the small parts add to the mean.
+    values = 1.0 + 1e-9 * torch.arange(1_000_000, dtype=torch.float64)
+    stats = RunningStats(moments=2)
+    stats.update(values.view(1, 1, 1000, 1000))
+    exact_mean = math.fsum(values.tolist()) / values.numel()
+    assert float(stats.mean[0]) == pytest.approx(exact_mean, rel=1e-14)
+    exact_var = math.fsum(((values - exact_mean) ** 2).tolist()) / values.numel()
+    assert float(stats.var[0]) == pytest.approx(exact_var, rel=1e-9)
+
+
+def test_collect_without_any_batch_is_an_error_not_a_crash() -> None:
+    from normstyle.errors import InputError
+
+    with pytest.raises(InputError, match="no batches"):
+        collect(random_relu_net(), [], ["relu1"])

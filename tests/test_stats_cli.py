@@ -73,3 +73,39 @@ def test_stats_cli_writes_the_report(tmp_path: Path, capsys) -> None:
         torch.testing.assert_close(normalized.double(), expected, rtol=1e-4, atol=1e-9)
     code = main(["stats", "--images", str(images), "--layers", "rleu*", "-o", str(out)])
     assert code == 2 and "did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.vgg
+def test_stats_compare_normalized_with_a_weights_file(tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    from normstyle.builtin_images import builtin_image
+    from normstyle.models import VGG
+
+    torch.manual_seed(3)
+    model = VGG("vgg11")
+    for name, parameter in model.named_parameters():
+        with torch.no_grad():
+            if name.endswith("weight"):
+                torch.nn.init.kaiming_normal_(parameter)
+            else:
+                parameter.uniform_(0.0, 0.1)
+    weights = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    images = tmp_path / "images"
+    images.mkdir()
+    builtin_image("builtin:grace_hopper").resize((48, 56)).save(images / "a.png")
+    builtin_image("builtin:swirls").resize((40, 40)).save(images / "b.jpg")
+    out = tmp_path / "report"
+    argv = ["stats", "--weights", str(weights), "--images", str(images), "--size", "32"]
+    code = main([*argv, "--compare", "normalized", "--no-progress", "-o", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    reports = json.loads((out / "stats.json").read_text())["reports"]
+    label = f"{weights} normalised on these images"
+    assert list(reports) == [str(weights), label]
+    # Calibrated on exactly these images: every live channel's mean is 1 (float32 rounding).
+    for original, normalized in zip(reports[str(weights)], reports[label]):
+        live = torch.tensor(original["channel_means"]) > 0
+        means = torch.tensor(normalized["channel_means"])[live]
+        assert (means - 1).abs().max() < 1e-3, original["layer"]

@@ -116,3 +116,24 @@ def test_luminance_preservation_keeps_the_content_chrominance_after_coarse_to_fi
     assert unclipped.float().mean() > 0.5
     # Equal up to the 8-bit rounding of the saved image.
     torch.testing.assert_close(got[unclipped], want[unclipped], atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"style_layers": {"relu1_1": float("nan")}}, "weight of relu1_1 must be a finite"),
+        ({"content_layers": {"relu4_2": float("inf")}}, "weight of relu4_2 must be a finite"),
+        ({"style_layers": {"relu1_1": -5.0}}, "weight of relu1_1 must be a finite number ≥ 0"),
+        ({"style_blend": (float("nan"), 1.0)}, "style blend weights must be finite"),
+        ({"content_weight": float("inf")}, "content_weight must be a finite number ≥ 0"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0"),
+        ({"style_scale": 9.0}, "style_scale 9 is more than 8"),
+        ({"seed": 2**64}, "seed must be a whole number from 0 to 2\\^64 − 1"),
+        ({"seed": -1}, "seed must be"),
+        ({"iterations": True}, "iterations must be a positive integer"),
+        ({"save_every": 1.5}, "save_every must be a whole number"),
+    ],
+)
+def test_api_options_are_validated(options, message) -> None:
+    with pytest.raises(OptionError, match=message):
+        stylize("builtin:grace_hopper", "builtin:swirls", **options)

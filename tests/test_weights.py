@@ -165,28 +165,72 @@ def _fabricated_torchvision_state(arch: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_torchvision_download_is_mocked_cached_and_hash_checked(tmp_path, monkeypatch) -> None:
+class FakeServer:
+    """Stands in for the network under torch.hub's real download code (which streams the body,
+    hashes it and compares the hash with the prefix in the file name): only ``urlopen`` is fake."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.requests: list[str] = []
+
+    def urlopen(self, request, *args, **kwargs):
+        import io
+        from email.message import Message
+
+        url = request.full_url if hasattr(request, "full_url") else request
+        self.requests.append(url)
+        headers = Message()
+        headers["Content-Length"] = str(len(self.body))
+
+        class Response(io.BytesIO):
+            def info(self) -> Message:
+                return headers
+
+        return Response(self.body)
+
+
+def _published(arch: str) -> tuple[bytes, str]:
+    """A fabricated checkpoint and the URL it would be published at (hash prefix in the name)."""
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(_fabricated_torchvision_state(arch), buffer)
+    body = buffer.getvalue()
+    prefix = hashlib.sha256(body).hexdigest()[:8]
+    return body, f"https://download.pytorch.org/models/{arch}-{prefix}.pth"
+
+
+def test_torchvision_download_is_cached_and_hash_checked(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    calls = []
-
-    def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append((url, hash_prefix))
-        torch.save(_fabricated_torchvision_state("vgg11"), dst)
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    source = WEIGHT_SOURCES["vgg11"]
-    assert not source.available_offline()
-    state = source.load_state_dict()
-    assert calls == [(TORCHVISION_URLS["vgg11"], "8a719046")]  # check_hash passes the prefix
-    assert source.available_offline()
-    assert (tmp_path / "hub" / "checkpoints" / "vgg11-8a719046.pth").is_file()
+    body, url = _published("vgg11")
+    server = FakeServer(body)
+    monkeypatch.setattr(torch.hub, "urlopen", server.urlopen)
+    monkeypatch.setitem(TORCHVISION_URLS, "vgg11", url)
+    state = WEIGHT_SOURCES["vgg11"].load_state_dict()
+    assert server.requests == [url]
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    assert cached.read_bytes() == body
     expected = VGG("vgg11", head=True).state_dict()
     assert list(state) == list(expected)  # every key renamed, in order
     for key in expected:
         assert state[key].shape == expected[key].shape
     assert state["fc8.bias"].flatten()[0] == len(expected) - 1  # fc8 came from classifier.6
-    source.load_state_dict()
-    assert len(calls) == 1  # the cache is used the second time
+    WEIGHT_SOURCES["vgg11"].load_state_dict()
+    assert len(server.requests) == 1  # the cache is used the second time
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    body, url = _published("vgg11")
+    tampered = body[:-1] + bytes([body[-1] ^ 0xFF])  # one byte changed in transit
+    monkeypatch.setattr(torch.hub, "urlopen", FakeServer(tampered).urlopen)
+    monkeypatch.setitem(TORCHVISION_URLS, "vgg11", url)
+    with pytest.raises(InputError, match="invalid hash value") as info:
+        WEIGHT_SOURCES["vgg11"].load_state_dict()
+    assert "\n" not in str(info.value)
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch) -> None:
@@ -252,7 +296,7 @@ def test_missing_layer_is_named() -> None:
 def test_unrecognised_and_non_weight_files(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
-    with pytest.raises(InputError, match="not a loadable weights file"):
+    with pytest.raises(InputError, match=r"not a PyTorch weights file \(neither a zip"):
         get_weights(junk)
     odd = tmp_path / "odd.pth"
     torch.save({"encoder.weight": torch.zeros(3)}, odd)

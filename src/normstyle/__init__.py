@@ -1,9 +1,36 @@
-"""normstyle: Gatys et al. neural style transfer on a properly normalised VGG-19."""
+"""normstyle: Gatys et al. neural style transfer on a properly normalised VGG-19.
+
+The public names are imported on first use (PEP 562), so that ``import normstyle`` — and the
+``normstyle`` command before it parses its arguments — does not pay for torch until it needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from normstyle.models import VGG
-from normstyle.style import StyleOptions, stylize
-from normstyle.weights import WEIGHT_SOURCES, get_weights
+_EXPORTS = {
+    "VGG": "normstyle.models",
+    "StyleOptions": "normstyle.style",
+    "stylize": "normstyle.style",
+    "WEIGHT_SOURCES": "normstyle.weights",
+    "get_weights": "normstyle.weights",
+}
+
+if TYPE_CHECKING:
+    from normstyle.models import VGG
+    from normstyle.style import StyleOptions, stylize
+    from normstyle.weights import WEIGHT_SOURCES, get_weights
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'normstyle' has no attribute '{name}'")
+
 
 __all__ = ["VGG", "WEIGHT_SOURCES", "StyleOptions", "__version__", "get_weights", "stylize"]

@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import queue
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from normstyle import __version__
+from normstyle.budget import BYTES_PER_TARGET_PIXEL, max_forward_pixels
 from normstyle.errors import InputError, NormstyleError, OptionError
-from normstyle.images import READ_SUFFIXES, read_image, resize_short_side
+from normstyle.images import DEFAULT_MAX_PIXELS, READ_SUFFIXES, read_image, resize_short_side
 from normstyle.models.vgg import Pooling
 from normstyle.normalize import FilterMeans, activation_means
 from normstyle.preprocessing import Preprocessing
@@ -39,44 +39,88 @@ def image_files(folder: str | os.PathLike[str], limit: int | None = None) -> lis
     return files
 
 
+# Every image of a folder is resized to one short side; VGG's five 2×2 poolings need 32 px.
+MIN_SHORT_SIDE = 32
+
+
+def check_short_side(size: int) -> None:
+    """Raise :class:`OptionError` unless ``size`` is a usable short side for VGG."""
+    if not isinstance(size, int) or size < MIN_SHORT_SIDE:
+        raise OptionError(
+            f"--size {size}: the short side must be at least {MIN_SHORT_SIDE} px"
+            " (VGG's five 2×2 poolings)"
+        )
+
+
 def image_batches(
     files: Sequence[Path],
     prep: Preprocessing,
     size: int,
     skipped: list[str] | None = None,
     prefetch: int = 4,
+    bytes_per_pixel: float = BYTES_PER_TARGET_PIXEL,
 ) -> Iterator[torch.Tensor]:
     """Yield each image as a (1, 3, H, W) network input, short side ``size``, channels-last.
 
     Decoding and resizing run in a background thread (Pillow releases the GIL), so they overlap
     with the network. The thread touches no torch op: a second OpenMP team beside the network's
-    costs more than it saves (measured). Unreadable files are skipped and named in ``skipped``.
+    costs more than it saves (measured). Unreadable files, and images too large once resized
+    for the memory available (``bytes_per_pixel`` of a forward pass), are skipped and named in
+    ``skipped``; if no file at all can be used, :class:`InputError` says why.
     """
+    check_short_side(size)
+    memory_limit = max_forward_pixels(bytes_per_pixel)
+    max_pixels = (
+        DEFAULT_MAX_PIXELS if memory_limit is None else min(DEFAULT_MAX_PIXELS, memory_limit)
+    )
     done = object()
     buffer: queue.Queue[object] = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
     def load() -> None:
-        for path in files:
-            if stop.is_set():
-                return
-            try:
-                buffer.put(np.array(resize_short_side(read_image(path), size)))  # writable copy
-            except NormstyleError as error:
-                buffer.put(error)
-        buffer.put(done)
+        # Every outcome reaches the main thread: an image, a file to skip, or a failure. A
+        # thread that died silently would leave the main thread waiting on the queue for ever.
+        try:
+            for path in files:
+                if stop.is_set():
+                    return
+                try:
+                    item: object = np.array(resize_short_side(read_image(path), size, max_pixels))
+                except NormstyleError as error:  # unreadable, or too large once resized: skip
+                    named = str(error).startswith(str(path))
+                    item = error if named else InputError(f"{path}: {error}")
+                except MemoryError:
+                    item = InputError(f"{path}: not enough memory to decode it")
+                except Exception as error:
+                    item = _LoaderFailure(path, error)
+                buffer.put(item)
+                if isinstance(item, _LoaderFailure):
+                    return
+            buffer.put(done)
+        except BaseException as error:
+            buffer.put(_LoaderFailure(None, error))
 
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
+    reasons: list[str] = []
+    count = 0
     try:
         while (item := buffer.get()) is not done:
+            if isinstance(item, _LoaderFailure):
+                raise item.as_error()
             if isinstance(item, NormstyleError):
+                reasons.append(str(item))
                 if skipped is not None:
                     skipped.append(str(item))
                 continue
             assert isinstance(item, np.ndarray)
             rgb = torch.from_numpy(item).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+            count += 1
             yield prep.from_rgb(rgb).contiguous(memory_format=torch.channels_last)
+        if count == 0 and reasons:
+            raise InputError(
+                f"none of the {len(reasons)} image(s) could be used (the first: {reasons[0]})"
+            )
     finally:
         stop.set()
         while worker.is_alive():  # unblock a worker waiting on a full queue
@@ -84,6 +128,20 @@ def image_batches(
                 buffer.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
+
+
+class _LoaderFailure:
+    """An unexpected error in the loader thread, carried to the main thread."""
+
+    def __init__(self, path: Path | None, error: BaseException) -> None:
+        self.path, self.error = path, error
+
+    def as_error(self) -> InputError:
+        where = f"{self.path}: " if self.path is not None else ""
+        message = " ".join(str(self.error).split()) or type(self.error).__name__
+        error = InputError(f"{where}loading failed ({type(self.error).__name__}: {message})")
+        error.__cause__ = self.error
+        return error
 
 
 def _with_progress(
@@ -130,13 +188,10 @@ def calibrate(
     Pooling defaults to max: the network as it was trained (Gatys et al. normalise the trained
     network and only then swap in average pooling for synthesis).
     """
-    if size < 32:
-        raise OptionError(f"size {size} is too small for calibration (≥ 32)")
+    check_short_side(size)
     files = image_files(folder, limit)
     model = source.build(pooling=pooling)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        means, skipped = measure_means(model, files, source.preprocessing, size, progress)
+    means, skipped = measure_means(model, files, source.preprocessing, size, progress)
     means.meta = {
         "weights": {"id": source.id, "sha256": source.sha256, "arch": source.arch},
         "preprocessing": source.preprocessing.name,

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from normstyle.errors import OptionError
-from normstyle.images import atomic_write
+from normstyle.images import atomic_write_many, check_target
 
 
 def save_network(
@@ -25,7 +25,27 @@ def save_network(
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     text = json.dumps(meta, indent=1)
     payload = safetensors_bytes(state, metadata={"normstyle": json.dumps(meta)})
-    sidecar = path.with_suffix(".json")
-    atomic_write(path, lambda handle: handle.write(payload))
-    atomic_write(sidecar, lambda handle: handle.write(text.encode() + b"\n"))
+    sidecar = sidecar_path(path)
+    # Both files or neither (a sidecar that cannot be written leaves no orphan network).
+    atomic_write_many(
+        [
+            (path, lambda handle: handle.write(payload)),
+            (sidecar, lambda handle: handle.write(text.encode() + b"\n")),
+        ]
+    )
     return path, sidecar
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The human-readable JSON metadata file written beside a saved network."""
+    return Path(path).with_suffix(".json")
+
+
+def check_network_targets(path: str | Path) -> Path:
+    """Fail before any work if the network or its sidecar cannot be written."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise OptionError(f"{path}: the output must end in .safetensors")
+    check_target(path)
+    check_target(sidecar_path(path))
+    return path

@@ -20,12 +20,14 @@ import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from normstyle.errors import InputError, OptionError
+from normstyle.images import open_regular_file
 from normstyle.models.chain import chain_of, run_chain
 from normstyle.stats import collect
 
@@ -141,10 +143,20 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
             continue
         conv, bn = _get(folded, step.conv), _get(folded, step.batch_norm)
         assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        if bn.running_mean is None or bn.running_var is None:
+            raise OptionError(
+                f"batch norm {step.batch_norm} keeps no running statistics"
+                " (track_running_stats=False): it normalises with each batch's own, so it"
+                " cannot be folded into a fixed conv"
+            )
+        mean, var = bn.running_mean.double(), bn.running_var.double()
+        # affine=False: no learnt scale and shift (γ = 1, β = 0).
+        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+        scale = gamma / torch.sqrt(var + bn.eps)
         bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
         weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-        new_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
+        new_bias = (bias - mean) * scale + beta
         conv.weight.data = weight.to(conv.weight.dtype)
         conv.bias = nn.Parameter(
             new_bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad
@@ -193,8 +205,18 @@ class FilterMeans:
             for k, v in data.items()
             if k not in ("format", "images", "positions", "dead", "means")
         }
+        means = {}
+        for name, values in data["means"].items():
+            if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+            ):
+                raise InputError(f"means of {name}: expected a list of numbers")
+            mu = torch.tensor(values, dtype=torch.float64)
+            if not bool(torch.isfinite(mu).all()) or bool((mu < 0).any()):
+                raise InputError(f"means of {name}: every mean must be a finite number ≥ 0")
+            means[str(name)] = mu
         return cls(
-            means={k: torch.tensor(v, dtype=torch.float64) for k, v in data["means"].items()},
+            means=means,
             images=int(data["images"]),
             positions={k: int(v) for k, v in data["positions"].items()},
             meta=meta,
@@ -204,9 +226,16 @@ class FilterMeans:
     def load(cls, path: Any) -> FilterMeans:
         """Read a means JSON file."""
         try:
-            with open(path, encoding="utf-8") as handle:
-                return cls.from_json(json.load(handle))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            with open_regular_file(Path(path)) as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            if not isinstance(data, dict):
+                raise InputError(f"expected a JSON object, not a {type(data).__name__}")
+            return cls.from_json(data)
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, InputError):
+                message = str(error)
+                prefix = "" if message.startswith(f"{path}:") else f"{path}: "
+                raise InputError(prefix + message) from None
             raise InputError(
                 f"{path}: cannot read means ({' '.join(str(error).split())})"
             ) from None
@@ -235,6 +264,12 @@ def activation_means(
     stats = collect(model, counted(batches), list(relu_to_conv), forward=forward, track_zeros=False)
     if images == 0:
         raise InputError("no calibration images")
+    for relu, s in stats.items():
+        if not bool(torch.isfinite(s.mean).all()):
+            raise InputError(
+                f"the mean activations of {relu_to_conv[relu]} are not finite: the network"
+                " produces NaN or inf on these images"
+            )
     return FilterMeans(
         means={relu_to_conv[relu]: s.mean for relu, s in stats.items()},
         images=images,
@@ -299,7 +334,10 @@ def check_means(
     for name, mu in means.means.items():
         live = mu > 0
         if exclude and name in exclude:
-            live[list(exclude[name])] = False
+            known = list(exclude[name])
+            if any(not 0 <= index < mu.numel() for index in known):
+                raise InputError(f"dead filters of {name} out of range (it has {mu.numel()})")
+            live[known] = False
         error = (mu[live] - 1).abs()
         if error.numel() == 0:
             error = torch.zeros(1, dtype=torch.float64)

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from normstyle.figures import pyplot, save_figure
-from normstyle.images import atomic_write
+from normstyle.figures import png_bytes, subplots
+from normstyle.images import atomic_write_many, check_folder, check_target
 from normstyle.stats import RunningStats
 
 
@@ -71,13 +71,15 @@ def markdown(rows: list[LayerSummary], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figures(reports: dict[str, list[LayerSummary]], folder: Path) -> list[Path]:
+REPORT_FILES = ("stats.json", "stats.md", "channel_means.png", "zero_fraction.png")
+
+
+def figures(reports: dict[str, list[LayerSummary]]) -> dict[str, bytes]:
     """Two PNGs, one panel per report (e.g. original and normalised side by side): the
     distribution of per-channel means per layer (log scale) and the zero fraction per layer."""
-    plt = pyplot()
-    written = []
+    written = {}
     count = len(reports)
-    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4.5), squeeze=False, sharey=False)
+    fig, axes = subplots(1, count, figsize=(7 * count, 4.5), squeeze=False, sharey=False)
     for ax, (title, rows) in zip(axes[0], reports.items()):
         data = [[max(v, 1e-6) for v in r.channel_means] for r in rows]
         ax.boxplot(data, whis=(0, 100), widths=0.6)
@@ -89,8 +91,8 @@ def figures(reports: dict[str, list[LayerSummary]], folder: Path) -> list[Path]:
         )
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     fig.tight_layout()
-    written.append(save_figure(fig, folder / "channel_means.png"))
-    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4), squeeze=False)
+    written["channel_means.png"] = png_bytes(fig)
+    fig, axes = subplots(1, count, figsize=(7 * count, 4), squeeze=False)
     for ax, (title, rows) in zip(axes[0], reports.items()):
         ax.bar(range(len(rows)), [100 * r.zero_fraction for r in rows], color="tab:red")
         ax.set_xticks(range(len(rows)), [r.layer for r in rows], rotation=60, fontsize=8)
@@ -98,19 +100,32 @@ def figures(reports: dict[str, list[LayerSummary]], folder: Path) -> list[Path]:
         ax.set_ylim(0, 100)
         ax.set_title(f"{title}: fraction of dead (zero) outputs per layer", fontsize=9)
     fig.tight_layout()
-    written.append(save_figure(fig, folder / "zero_fraction.png"))
+    written["zero_fraction.png"] = png_bytes(fig)
     return written
+
+
+def check_report_folder(folder: str | Path) -> Path:
+    """Check that ``folder`` can be created (if needed) and every report file written there —
+    before the statistics are computed, not after."""
+    folder = check_folder(folder)
+    if folder.is_dir():
+        for name in REPORT_FILES:
+            check_target(folder / name)
+    return folder
 
 
 def write_report(
     reports: dict[str, list[LayerSummary]], folder: str | Path, meta: dict[str, Any]
 ) -> list[Path]:
-    """``stats.json``, ``stats.md`` and the figures in ``folder`` (created if needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """``stats.json``, ``stats.md`` and the figures in ``folder`` (created if needed): all of
+    them, or none."""
+    folder = check_folder(folder, create=True)
     payload = {**meta, "reports": {k: [asdict(r) for r in rows] for k, rows in reports.items()}}
-    text = json.dumps(payload, indent=1)
-    paths = [atomic_write(folder / "stats.json", lambda h: h.write(text.encode()))]
-    md = "\n".join(markdown(rows, title) for title, rows in reports.items())
-    paths.append(atomic_write(folder / "stats.md", lambda h: h.write(md.encode())))
-    return paths + figures(reports, folder)
+    contents = {
+        "stats.json": json.dumps(payload, indent=1).encode(),
+        "stats.md": "\n".join(markdown(rows, title) for title, rows in reports.items()).encode(),
+        **figures(reports),
+    }
+    return atomic_write_many(
+        [(folder / name, lambda h, data=data: h.write(data)) for name, data in contents.items()]
+    )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from normstyle.errors import OptionError, did_you_mean
+from normstyle.errors import InputError, OptionError, did_you_mean
 from normstyle.models.chain import truncated_forward
 
 
@@ -63,10 +63,11 @@ class RunningStats:
             x = x.float()
         dims = [d for d in range(x.dim()) if d != 1]
         n = x.numel() // x.shape[1]
-        # Each batch is reduced in float32 (torch's pairwise sums: ~1e-7 relative, and 30× faster
-        # than casting to float64 first); the running totals across batches are float64. Counts
-        # stay exact in float32 up to 2**24 values per channel and batch; beyond, use float64.
-        exact = torch.float32 if n < 2**24 else torch.float64
+        # A float32 batch is reduced in float32 (torch's pairwise sums: ~1e-7 relative, and 30×
+        # faster than casting to float64 first); the running totals across batches are float64.
+        # Counts stay exact in float32 up to 2**24 values per channel and batch; beyond, and for
+        # float64 activations (whose precision a float32 sum would throw away), use float64.
+        exact = torch.float32 if n < 2**24 and x.dtype != torch.float64 else torch.float64
         batch_sum = x.sum(dim=dims, dtype=exact).double()
         batch_zeros = None
         if self.track_zeros:
@@ -96,7 +97,7 @@ class RunningStats:
             self.maximum = torch.maximum(self.maximum, x.amax(dim=dims).double())
         if self.hist is not None and self.histogram is not None:
             spec = self.histogram
-            clipped = x.float().clamp(spec.low, spec.high)
+            clipped = x.clamp(spec.low, spec.high)
             self.hist += torch.histc(clipped, bins=spec.bins, min=spec.low, max=spec.high).double()
         assert self.zeros is not None
         self.sum += batch_sum
@@ -251,8 +252,12 @@ def collect(
     By default a chain (VGG, ``nn.Sequential``) stops after the deepest selected layer, since
     nothing later is observed; ``forward``, if given, is called as ``forward(batch)`` instead.
     """
+    seen = 0
     with torch.no_grad(), ActivationStats(model, layers, moments, histogram, track_zeros) as stats:
         run = forward or truncated_forward(model, stats.names)
         for batch in batches:
             run(batch)
+            seen += 1
+    if seen == 0:
+        raise InputError("no batches: there is nothing to compute statistics on")
     return stats.stats

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from normstyle.errors import InputError, OptionError, did_you_mean
+from normstyle.images import open_regular_file
 from normstyle.models.vgg import ARCHITECTURES, VGG, Pooling, torchvision_names, vgg_layer_names
 from normstyle.preprocessing import CAFFE, PREPROCESSINGS, TORCHVISION, Preprocessing
 
@@ -119,8 +122,13 @@ def decode_quantized(raw: Mapping[str, torch.Tensor]) -> StateDict:
             indices, table, bias = raw[key], raw[f"{prefix}_W_table"], raw[f"{prefix}_b"]
         except KeyError as missing:
             raise InputError(f"quantised weights: {prefix} lacks {missing}") from None
-        if indices.dtype != torch.uint8 or table.dim() != 1:
+        if indices.dtype != torch.uint8 or table.dim() != 1 or not table.is_floating_point():
             raise InputError(f"quantised weights: {prefix} is not uint8 indices into a table")
+        if indices.numel() and int(indices.max()) >= table.numel():
+            raise InputError(
+                f"quantised weights: {prefix} indexes entry {int(indices.max())} of a table of"
+                f" {table.numel()}"
+            )
         weight = table.to(torch.float32)[indices.long()]
         state[f"conv{block}_{conv}.weight"] = weight.contiguous()
         state[f"conv{block}_{conv}.bias"] = bias.to(torch.float32).clone()
@@ -186,10 +194,31 @@ def from_torchvision_names(raw: Mapping[str, torch.Tensor], arch: str, head: boo
 
 
 def _torch_load(path: Path) -> Mapping[str, torch.Tensor]:
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and weights_only errors come in many types
-        raise InputError(f"{path}: not a loadable weights file ({_first_line(error)})") from None
+    """A state dict from a ``torch.save`` file, unpickled with ``weights_only=True`` (tensors
+    and plain containers only: a file that needs more is refused, never executed)."""
+    with open_regular_file(path) as handle:
+        head = handle.read(4)
+        handle.seek(0)
+        # torch.save writes a zip archive (PK\3\4); older versions a pickle (protocol ≥ 2: \x80).
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            raise InputError(
+                f"{path}: not a PyTorch weights file (neither a zip archive nor a pickle)"
+            )
+        try:
+            with warnings.catch_warnings():
+                # torch warns about pickles of other protocols before failing or succeeding.
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                raw = torch.load(handle, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise InputError(
+                f"{path}: refused: it holds Python objects other than tensors, and unpickling"
+                " those could run code (normstyle only loads plain state dicts)"
+            ) from None
+        except Exception as error:  # zip and pickle errors come in many types
+            raise InputError(
+                f"{path}: not a loadable weights file ({type(error).__name__}:"
+                f" {_first_line(error)})"
+            ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
         raw = raw["state_dict"]  # a training checkpoint
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -202,6 +231,7 @@ def read_weights_file(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str,
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
+        open_regular_file(path).close()  # a fifo or device is refused, not waited on
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
@@ -211,6 +241,33 @@ def read_weights_file(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str,
                 f"{path}: not a readable safetensors file ({_first_line(error)})"
             ) from None
     return _torch_load(path), {}
+
+
+def file_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
+    """normstyle's own metadata of a weights file (safetensors key ``normstyle``, a JSON
+    object), or {} where there is none."""
+    text = metadata.get("normstyle")
+    if text is None:
+        return {}
+    try:
+        info = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        raise InputError(f"{path}: its 'normstyle' metadata is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise InputError(
+            f"{path}: its 'normstyle' metadata is a JSON {type(info).__name__}, not an object"
+        )
+    preprocessing = info.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, str):
+        raise InputError(f"{path}: its metadata names no valid preprocessing ({preprocessing!r})")
+    return info
+
+
+def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`InputError` naming the first tensor with NaN or infinite values."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(f"{where}: {key} has values that are not finite (NaN or inf)")
 
 
 def detect_layout(keys: list[str]) -> tuple[str, str, bool]:
@@ -246,7 +303,7 @@ def source_from_file(path: str | Path, preprocessing: str | None = None) -> Weig
     else Caffe's (files in our naming usually derive from the embedded Caffe VGG-19).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such weights file")
     raw, metadata = read_weights_file(path)
     naming, arch, head = detect_layout(list(raw))
@@ -256,7 +313,8 @@ def source_from_file(path: str | Path, preprocessing: str | None = None) -> Weig
         state = from_torchvision_names(raw, arch, head)
     else:
         state = dict(raw)
-    info = json.loads(metadata.get("normstyle", "{}")) if metadata else {}
+    check_finite(state, str(path))
+    info = file_metadata(path, metadata)
     chosen = preprocessing or info.get("preprocessing")
     if chosen is None:
         chosen = "torchvision" if naming == "torchvision" else "caffe"

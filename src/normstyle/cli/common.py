@@ -28,6 +28,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def short_side(text: str) -> int:
+    """argparse type: an image short side in px, at least 32 (VGG's five 2×2 poolings)."""
+    value = positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 32 px (VGG's five 2×2 poolings), got {value}"
+        )
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a finite float ≥ 0."""
     try:
@@ -47,29 +57,54 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _weight(text: str, where: str) -> float:
+    """A finite number ≥ 0 (a weight), or an argparse error naming ``where``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad weight '{text}' in '{where}'") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"weight '{text}' in '{where}' must be a finite number ≥ 0"
+        )
+    return value
+
+
 def layer_weights(text: str) -> dict[str, float]:
-    """Parse ``relu1_1,relu2_1`` (equal weights summing to 1) or ``relu4_2:1,relu5_2:0.5``."""
+    """Parse ``relu1_1,relu2_1`` (equal weights summing to 1) or ``relu4_2:1,relu5_2:0.5``.
+    Weights must be finite and ≥ 0; a layer may appear once."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected layer names, e.g. relu1_1,relu2_1")
     weights: dict[str, float] = {}
     for item in items:
         name, _, weight = item.partition(":")
-        try:
-            weights[name] = float(weight) if weight else 1.0 / len(items)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad weight in '{item}'") from None
+        name = name.strip()
+        if not name:
+            raise argparse.ArgumentTypeError(f"a layer name is missing in '{item}'")
+        if name in weights:
+            raise argparse.ArgumentTypeError(f"layer '{name}' is given twice in '{text}'")
+        weights[name] = _weight(weight, item) if weight else 1.0 / len(items)
     return weights
 
 
 def float_list(text: str) -> tuple[float, ...]:
-    """Parse ``0.7,0.3``."""
+    """Parse ``0.7,0.3``: weights, each a finite number ≥ 0."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'")
+    return tuple(_weight(part, text) for part in parts)
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, a whole number from 0 to 2^64 − 1 (what torch accepts)."""
     try:
-        return tuple(float(part) for part in text.split(","))
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got '{text}'"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2^64 − 1, got {text}")
+    return value
 
 
 def require(condition: bool, message: str) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from normstyle.cli.common import seed
+from normstyle.images import check_folder
 from normstyle.lab import EXPERIMENTS
 
 
@@ -21,13 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "-o", "--output", default="lab", help="folder for figures and numbers [lab]"
     )
     parser.add_argument("--tiny", action="store_true", help="small sizes (seconds), for tests")
-    parser.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed [0]")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Run the chosen experiments."""
-    out = Path(args.output)
+    out = check_folder(args.output)  # before the experiments, not after them
     chosen = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     for name in chosen:
         start = time.perf_counter()

@@ -4,11 +4,11 @@ a saved one on other images; ``--compare`` the cascade and naive methods."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from normstyle.calibrate import calibrate, image_batches, image_files, measure_means
-from normstyle.cli.common import positive_int, require
-from normstyle.netfile import save_network
+from normstyle.cli.common import positive_int, require, short_side
+from normstyle.errors import InputError, OptionError
+from normstyle.netfile import check_network_targets, save_network, sidecar_path
 from normstyle.normalize import FilterMeans, check_means, compare_methods, normalize
 from normstyle.weights import DEFAULT_WEIGHTS, NORMALIZED_MEANS_FILE, WEIGHT_SOURCES, get_weights
 
@@ -37,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--weights", default=DEFAULT_WEIGHTS, help=f"weight source id or file [{DEFAULT_WEIGHTS}]"
     )
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    parser.add_argument(
-        "--size", type=positive_int, default=256, help="image short side in px [256]"
-    )
+    parser.add_argument("--size", type=short_side, default=256, help="image short side in px [256]")
     parser.add_argument("--limit", type=positive_int, help="use at most N images (sorted by path)")
     parser.add_argument(
         "--pooling",
@@ -78,15 +76,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.compare:
         return compare(args)
     require(args.output is not None, "the normalised network needs -o NET.safetensors")
-    require(
-        str(args.output).endswith(".safetensors"),
-        f"{args.output}: the output must end in .safetensors",
-    )
-    output = Path(args.output)
-    require(
-        output.parent.is_dir() or str(output.parent) == "",
-        f"{output}: folder {output.parent} does not exist",
-    )
+    output = check_network_targets(args.output)  # both files, before the long part
     source = get_weights(args.weights)
     require(not source.meta.get("normalized"), f"weights '{args.weights}' are already normalised")
     means, skipped = calibrate(
@@ -101,7 +91,10 @@ def handle(args: argparse.Namespace) -> int:
         )
     meta = {
         **means.to_json(),
-        "normalized": True,
+        # Only the cascade keeps the network's function (features = original/μ); the naive
+        # division gives a different network, which must not pass for a normalised one.
+        "normalized": args.method == "cascade",
+        "function_preserving": args.method == "cascade",
         "method": args.method,
         "preprocessing": source.preprocessing.name,
     }
@@ -110,8 +103,13 @@ def handle(args: argparse.Namespace) -> int:
     for message in skipped:
         print(f"skipped: {message}")
     print(
-        f"wrote {output} and {output.with_suffix('.json')} ({means.images} images,"
-        f" {sum(len(d) for d in means.dead().values())} dead filters)"
+        f"wrote {output} and {sidecar_path(output)} ({means.images} images,"
+        f" {sum(len(d) for d in means.dead().values())} dead filters"
+        + (
+            "; naive method: NOT a normalised network, its function changed)"
+            if args.method == "naive"
+            else ")"
+        )
     )
     return 0
 
@@ -136,11 +134,17 @@ def print_calibration(means: FilterMeans, after: FilterMeans | None) -> None:
 def verify(args: argparse.Namespace) -> int:
     """Mean activations of a saved normalised network on other images."""
     source = get_weights(args.verify)
+    if source.meta.get("method") == "naive":
+        raise OptionError(
+            f"{args.verify}: a naive rescaling, not a normalised network (its function changed)"
+        )
     require(
         bool(source.meta.get("normalized")),
         f"{args.verify}: not a normalised network (no metadata)",
     )
     pooling = source.meta.get("pooling", "max")
+    require(pooling in ("max", "avg"), f"{args.verify}: metadata names pooling {pooling!r}")
+    dead = dead_filters(source.meta.get("dead", {}), str(args.verify))
     files = image_files(args.images, args.limit)
     means, skipped = measure_means(
         source.build(pooling=pooling),
@@ -150,7 +154,6 @@ def verify(args: argparse.Namespace) -> int:
         args.progress,
         "verify",
     )
-    dead = source.meta.get("dead", {})
     print(f"{len(files) - len(skipped)} images, short side {args.size}, pooling {pooling}")
     print(
         f"{'layer':<9}{'filters':>8}{'dead':>6}{'median |μ−1|':>14}"
@@ -164,12 +167,25 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def dead_filters(value: object, where: str) -> dict[str, list[int]]:
+    """The ``dead`` entry of a network's metadata: layer name → filter indices."""
+    if not isinstance(value, dict) or not all(
+        isinstance(layer, str)
+        and isinstance(indices, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)
+        for layer, indices in value.items()
+    ):
+        raise InputError(f"{where}: its metadata's 'dead' is not a map of layers to filter indices")
+    return value  # type: ignore[return-value]
+
+
 def compare(args: argparse.Namespace) -> int:
     """Cascade vs naive on the same images."""
     source = get_weights(args.weights)
+    given = FilterMeans.load(args.means) if args.means else None
     files = image_files(args.images, args.limit)
-    if args.means:
-        means = FilterMeans.load(args.means)
+    if given is not None:
+        means = given
     elif source.id in WEIGHT_SOURCES and f"{source.id}-normalized" in WEIGHT_SOURCES:
         means = FilterMeans.load(NORMALIZED_MEANS_FILE)
     else:
@@ -177,7 +193,9 @@ def compare(args: argparse.Namespace) -> int:
             source, args.images, args.size, args.limit, args.pooling, args.progress
         )
     model = source.build(pooling=args.pooling)
-    rows = compare_methods(model, means, image_batches(files, source.preprocessing, args.size))
+    # Three networks side by side, every conv and ReLU output of each kept: ~9 kB per pixel.
+    batches = image_batches(files, source.preprocessing, args.size, bytes_per_pixel=9000)
+    rows = compare_methods(model, means, batches)
     print(f"{len(files)} images; error = ‖net − original/μ‖ / ‖original/μ‖ after each ReLU")
     print(f"{'layer':<9}{'cascade error':>15}{'naive error':>13}{'naive ReLU flips':>18}")
     for row in rows:

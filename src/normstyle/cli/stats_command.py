@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from normstyle.calibrate import image_batches, image_files, measure_means
-from normstyle.cli.common import positive_int
+from normstyle.cli.common import positive_int, short_side
 from normstyle.diagnostics import activation_report
 from normstyle.normalize import normalize
-from normstyle.report import markdown, write_report
+from normstyle.report import check_report_folder, markdown, write_report
 from normstyle.weights import DEFAULT_WEIGHTS, WEIGHT_SOURCES, get_weights
 
 
@@ -27,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--layers", default="relu*", help="comma-separated layer names or glob patterns [relu*]"
     )
-    parser.add_argument(
-        "--size", type=positive_int, default=256, help="image short side in px [256]"
-    )
+    parser.add_argument("--size", type=short_side, default=256, help="image short side in px [256]")
     parser.add_argument("--limit", type=positive_int, help="use at most N images")
     parser.add_argument("--pooling", choices=("max", "avg"), default="max", help="[max]")
     parser.add_argument(
@@ -44,15 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=handle)
 
 
+# A forward pass plus the centred and squared copies the variance needs (float32, 64 channels
+# at full resolution): ~1.5 kB per pixel.
+STATS_BYTES_PER_PIXEL = 1500
+
+
 def handle(args: argparse.Namespace) -> int:
     """Run ``stats``."""
+    check_report_folder(args.output)  # before the work, not after it
     source = get_weights(args.weights)
     files = image_files(args.images, args.limit)
     layers = [part.strip() for part in args.layers.split(",") if part.strip()]
     model = source.build(pooling=args.pooling)
     reports = {
         source.id: activation_report(
-            model, image_batches(files, source.preprocessing, args.size), layers
+            model,
+            image_batches(
+                files, source.preprocessing, args.size, bytes_per_pixel=STATS_BYTES_PER_PIXEL
+            ),
+            layers,
         )
     }
     if args.compare == "normalized":
@@ -62,7 +70,9 @@ def handle(args: argparse.Namespace) -> int:
         else:  # calibrate on these images, then normalise
             means, _ = measure_means(model, files, source.preprocessing, args.size, args.progress)
             normalized, label = normalize(model, means), f"{source.id} normalised on these images"
-        batches = image_batches(files, source.preprocessing, args.size)
+        batches = image_batches(
+            files, source.preprocessing, args.size, bytes_per_pixel=STATS_BYTES_PER_PIXEL
+        )
         reports[label] = activation_report(normalized, batches, layers)
     meta = {
         "weights": source.id,

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
 import typing
+from collections.abc import Iterator
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from normstyle.cli.common import (
     float_list,
@@ -13,10 +20,12 @@ from normstyle.cli.common import (
     non_negative_float,
     positive_float,
     positive_int,
+    seed,
 )
-from normstyle.images import check_output_path, save_image
+from normstyle.errors import OptionError
+from normstyle.images import check_output_path, check_target, save_image
 from normstyle.style.options import StyleOptions
-from normstyle.style.transfer import run
+from normstyle.style.transfer import intermediate_paths, run
 
 
 def _non_negative_int(text: str) -> int:
@@ -40,7 +49,7 @@ _PARSERS: dict[str, Any] = {
     "style_scale": positive_float,
     "style_blend": float_list,
     "weights": str,
-    "seed": int,
+    "seed": seed,
     "save_every": _non_negative_int,
     "scales": positive_int,
     "coarse_iterations": _non_negative_int,
@@ -121,12 +130,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=handle)
 
 
+@contextlib.contextmanager
+def optimiser_log(verbose: bool) -> Iterator[None]:
+    """Route the library's log (logger ``normstyle``: steps the optimiser's guard rejected) to
+    stderr above the progress bar with --verbose; without it, a summary follows the run."""
+
+    class ToTqdm(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(f"normstyle stylize: {record.getMessage()}", file=sys.stderr)
+
+    logger = logging.getLogger("normstyle")
+    handler = ToTqdm() if verbose else logging.NullHandler()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def handle(args: argparse.Namespace) -> int:
     """Run ``stylize``."""
     names = {f.name for f in fields(StyleOptions)}
     options = StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
-    output = check_output_path(args.output)  # fail before the long part, not after it
-    result = run(args.content, args.styles, options, output=output)
+    # Fail before the long part, not after it: the output and every intermediate image.
+    output = check_output_path(args.output)
+    for path in intermediate_paths(options, output):
+        if path.exists():
+            raise OptionError(
+                f"{path} exists and --save-every would overwrite it: move it, or choose another -o"
+            )
+        check_target(path)
+    written: list[Path] = []
+    try:
+        with optimiser_log(options.verbose):
+            result = run(args.content, args.styles, options, output=output, written=written)
+    except KeyboardInterrupt as stop:
+        stop.kept = list(written)  # type: ignore[attr-defined]  # main() reports them
+        raise
     save_image(result.image, output)
     width, height = result.image.size
     print(
@@ -134,4 +177,12 @@ def handle(args: argparse.Namespace) -> int:
         f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
         f" loss {result.final['total']:.4g})"
     )
+    if result.events:
+        print(
+            f"normstyle stylize: note: the optimiser rejected {len(result.events)} step(s) that"
+            " made the loss blow up (--verbose lists them)",
+            file=sys.stderr,
+        )
+    if result.stopped:
+        print(f"normstyle stylize: warning: {result.stopped}", file=sys.stderr)
     return 0

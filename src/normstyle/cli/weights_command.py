@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from normstyle.weights import WEIGHT_SOURCES, file_sha256, get_weights, parameter_table
+from normstyle.models import VGG
+from normstyle.weights import (
+    WEIGHT_SOURCES,
+    WeightSource,
+    file_sha256,
+    get_weights,
+    load_into,
+    parameter_table,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +51,22 @@ def list_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_file_contents(source: WeightSource) -> int:
+    """A local file: the tensors it holds (decoded, in our naming), then whether they fit the
+    architecture its layer names suggest — what is in the file, not what should be."""
+    state = source.load_state_dict()
+    print(f"\n{'tensor':<16} {'shape':<20} {'dtype':<9} {'values':>12}")
+    for key, value in state.items():
+        shape = "×".join(map(str, value.shape)) or "scalar"
+        dtype = str(value.dtype).removeprefix("torch.")
+        print(f"{key:<16} {shape:<20} {dtype:<9} {value.numel():>12,}")
+    print(f"{'total':<16} {'':<20} {'':<9} {sum(v.numel() for v in state.values()):>12,}")
+    # Raises InputError (exit 1, one line) naming the first tensor that does not fit.
+    load_into(VGG(source.arch, head=source.has_head), state, source=source.id)
+    print(f"fits {source.arch}" + (" with classifier head" if source.has_head else ""))
+    return 0
+
+
 def show_source(args: argparse.Namespace) -> int:
     """Print everything about one source, without downloading it."""
     source = get_weights(args.id)
@@ -66,8 +90,10 @@ def show_source(args: argparse.Namespace) -> int:
         f" mean {list(prep.mean)}, std {list(prep.std)}"
     )
     for key, value in source.meta.items():
-        if key != "sha256_prefix":
+        if key not in ("sha256_prefix", "means", "dead", "positions"):
             print(f"{key + ':':<15}{value}")
+    if source.id not in WEIGHT_SOURCES:
+        return show_file_contents(source)
     table = parameter_table(source)
     print(f"\n{'layer':<8} {'weight shape':<20} {'parameters':>12}")
     for name, shape, count in table:

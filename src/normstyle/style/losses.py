@@ -72,6 +72,15 @@ class LossTerms:
     style: dict[str, torch.Tensor]  # E_l per layer, before w_l
     tv: torch.Tensor | None
 
+    def detach(self) -> LossTerms:
+        """The same numbers, cut from the autograd graph."""
+        return LossTerms(
+            total=self.total.detach(),
+            content={k: v.detach() for k, v in self.content.items()},
+            style={k: v.detach() for k, v in self.style.items()},
+            tv=None if self.tv is None else self.tv.detach(),
+        )
+
 
 class GatysLoss:
     """L = α Σ_l c_l L_content^l + β Σ_l w_l E_l (+ γ TV), with targets computed once."""

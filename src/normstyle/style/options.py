@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -18,6 +19,18 @@ def _option(default: Any = None, help: str = "", factory: Any = None) -> Any:
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+# A style image larger than this multiple of the output only adds upsampled pixels (and memory:
+# --style-scale 100 once asked for a 6400 px style image beside a 64 px output).
+MAX_STYLE_SCALE = 8.0
+
+
+def _finite_number(value: Any, positive: bool = False) -> bool:
+    """A real number (not a bool), finite, ≥ 0 (> 0 if ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value > 0 if positive else value >= 0)
 
 
 @dataclass
@@ -52,7 +65,7 @@ class StyleOptions:
         factory=lambda: dict(PAPER_STYLE_LAYERS),
     )
     tv_weight: float = _option(0.0, "total-variation smoothing weight (not in the paper)")
-    style_scale: float = _option(1.0, "style image long side = size × style_scale")
+    style_scale: float = _option(1.0, "style image long side = size × style_scale (at most 8)")
     style_blend: tuple[float, ...] | None = _option(
         None, "weights of several style images (default: equal)"
     )
@@ -87,18 +100,20 @@ class StyleOptions:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`OptionError` for values that cannot work."""
+        """Raise :class:`OptionError` for values that cannot work. (Image sizes at each level
+        and the memory they need are checked against the images, when a run starts.)"""
         for name in ("size", "iterations", "scales"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise OptionError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.size < 16:
-            raise OptionError(f"size {self.size} is too small: VGG's five poolings need ≥ 16 px")
-        if self.size >> (self.scales - 1) < 16:
-            raise OptionError(
-                f"{self.scales} scales from size {self.size}: the coarsest is under 16 px"
-            )
-        if self.coarse_iterations is not None and self.coarse_iterations < 0:
-            raise OptionError(f"coarse_iterations must be ≥ 0, got {self.coarse_iterations}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise OptionError(f"{name} must be a positive integer, got {value!r}")
+        if self.size >> (self.scales - 1) < 1:
+            raise OptionError(f"{self.scales} scales from size {self.size}: the coarsest is 0 px")
+        for name in ("coarse_iterations", "save_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise OptionError(f"{name} must be a whole number ≥ 0, got {value!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**64):
+            raise OptionError(f"seed must be a whole number from 0 to 2^64 − 1, got {self.seed!r}")
         if self.optimizer not in ("lbfgs", "adam"):
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.pooling not in ("avg", "max"):
@@ -110,17 +125,31 @@ class StyleOptions:
             )
         for name in ("learning_rate", "style_scale"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise OptionError(f"{name} must be positive, got {value!r}")
+            if value is not None and not _finite_number(value, positive=True):
+                raise OptionError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.style_scale > MAX_STYLE_SCALE:
+            raise OptionError(
+                f"style_scale {self.style_scale:g} is more than {MAX_STYLE_SCALE:g}: the style"
+                f" image would be {self.style_scale:g}× the output's size, only upsampled"
+            )
         for name in ("content_weight", "style_weight", "tv_weight"):
-            if getattr(self, name) is not None and not getattr(self, name) >= 0:
-                raise OptionError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
-        if self.save_every < 0:
-            raise OptionError(f"save_every must be ≥ 0, got {self.save_every}")
+            value = getattr(self, name)
+            if value is not None and not _finite_number(value):
+                raise OptionError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        for name in ("content_layers", "style_layers"):
+            for layer, weight in getattr(self, name).items():
+                if not _finite_number(weight):
+                    raise OptionError(
+                        f"{name}: the weight of {layer} must be a finite number ≥ 0, got {weight!r}"
+                    )
         if not self.content_layers and not self.style_layers:
             raise OptionError("no content and no style layers: nothing to optimise")
-        if self.style_blend is not None and any(w < 0 for w in self.style_blend):
-            raise OptionError("style blend weights must be ≥ 0")
+        if self.style_blend is not None:
+            for weight in self.style_blend:
+                if not _finite_number(weight):
+                    raise OptionError(
+                        f"style blend weights must be finite numbers ≥ 0, got {weight!r}"
+                    )
 
     def step_size(self) -> float:
         """The learning rate with its per-optimiser default filled in."""

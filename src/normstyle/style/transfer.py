@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +15,16 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from normstyle.budget import check_fits, stylization_bytes
 from normstyle.errors import OptionError, check_names
-from normstyle.images import ImageSource, load_rgb, read_image, save_image
+from normstyle.images import ImageSource, decoded, image_size, load_rgb, save_image, scaled_size
 from normstyle.models.chain import chain_of, run_chain
-from normstyle.models.vgg import VGG
+from normstyle.models.vgg import VGG, vgg_layer_names
 from normstyle.preprocessing import Preprocessing, rgb_to_image
 from normstyle.runtime import Runtime, resolve_runtime
 from normstyle.style.color import keep_luminance, match_color_histogram
 from normstyle.style.losses import GatysLoss, LossTerms, scaled_gram
+from normstyle.style.optimizer import LBFGS, Adam, Minimized, PixelOptimizer, minimize
 from normstyle.style.options import StyleOptions
 from normstyle.weights import for_stylization
 
@@ -32,6 +34,8 @@ StepCallback = Callable[[int, torch.Tensor, LossTerms], None]
 # loss ½Σ(F−P)² grows with the number of values N·M, the style loss E_l does not, so a β
 # proportional to N·M keeps their balance — and the look — the same at every image size.
 STYLE_WEIGHT_PER_CONTENT_VALUE = 10.0
+# L-BFGS curvature pairs kept, as neural-style (each costs two image-sized tensors).
+LBFGS_HISTORY = 100
 
 
 @dataclass
@@ -41,11 +45,13 @@ class Stylization:
     image: Image.Image
     seed: int
     runtime: str = ""
-    losses: list[float] = field(default_factory=list)  # total loss at each evaluation
+    losses: list[float] = field(default_factory=list)  # total loss after each iteration
     final: dict[str, float] = field(default_factory=dict)  # final loss terms, by name
     style_weight: float = 0.0  # the β used at the final level
     seconds: float = 0.0
     tensor: torch.Tensor | None = None  # the final image in network input space (fp32, CPU)
+    events: list[str] = field(default_factory=list)  # steps the optimiser's guard rejected
+    stopped: str | None = None  # why the optimiser stopped early, if it did
 
 
 def stylize(
@@ -65,9 +71,11 @@ def run(
     options: StyleOptions,
     on_step: StepCallback | None = None,
     output: str | Path | None = None,
+    written: list[Path] | None = None,
 ) -> Stylization:
     """Run one stylisation. ``on_step(iteration, image, terms)`` is called after every step;
-    ``output``, if given, is where ``save_every`` writes its intermediate images (next to it)."""
+    ``output``, if given, is where ``save_every`` writes its intermediate images (next to it),
+    each appended to ``written`` as soon as it exists."""
     options.validate()
     started = time.perf_counter()
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
@@ -78,37 +86,47 @@ def run(
     runtime = resolve_runtime(options.device, options.precision)
     # Decode each file once (before the network loads, so a bad image fails fast); every
     # coarse-to-fine level resizes from the decoded image.
-    content = _decoded(content)
-    styles = [_decoded(s) for s in styles]
+    content = decoded(content)
+    styles = [decoded(s) for s in styles]
+    init = options.init if options.init in ("noise", "content") else decoded(options.init)
 
     weights = for_stylization(options.weights, options.normalize)
+    layer_names = vgg_layer_names(weights.arch)
+    check_names([*options.content_layers, *options.style_layers], layer_names)
+    # Every level's images are checked (size, memory) before the network is built.
+    levels = plan_levels(options, content, styles, layer_names, runtime.precision)
     model = weights.build(pooling=options.pooling)
-    check_names([*options.content_layers, *options.style_layers], model.layer_names)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     prep = weights.preprocessing
 
-    sizes, level_iterations = options.level_sizes(), options.level_iterations()
     x: torch.Tensor | None = None
     losses: list[float] = []
+    events: list[str] = []
+    stopped: list[str] = []
     done = 0
-    for size, iterations in zip(sizes, level_iterations):
-        content_rgb = load_rgb(content, size)
-        style_size = max(16, round(size * options.style_scale))
-        style_rgbs = [load_rgb(s, style_size) for s in styles]
+    for level in levels:
+        iterations = level.iterations
+        content_rgb = load_rgb(content, level.size)
+        style_rgbs = [load_rgb(s, level.style_size) for s in styles]
         if options.preserve_colors == "histogram":
             style_rgbs = [match_color_histogram(s, content_rgb) for s in style_rgbs]
         loss = build_loss(model, prep, content_rgb, style_rgbs, blend, options, runtime)
         if x is None:
-            start = initial_image(options.init, content_rgb, prep, seed)
+            start = initial_image(init, content_rgb, prep, seed)
         else:  # coarse-to-fine: the previous level's result, upsampled, is this level's start
             start = F.interpolate(
                 x, size=content_rgb.shape[2:], mode="bicubic", align_corners=False
             )
-        callbacks = [cb for cb in (on_step, _saver(options, prep, output, offset=done)) if cb]
-        x, level_losses, terms = optimize(
+        saver = _saver(options, prep, output, offset=done, written=written)
+        callbacks = [cb for cb in (on_step, saver) if cb]
+        result = optimize(
             model, loss, start.to(runtime.device), iterations, options, prep, runtime, callbacks
         )
-        losses += level_losses
+        x, terms = result.x, result.extra
+        losses += result.losses
+        events += result.events
+        if result.stopped:
+            stopped.append(result.stopped)
         done += iterations
     assert x is not None
 
@@ -128,12 +146,70 @@ def run(
         style_weight=loss.style_weight,
         seconds=time.perf_counter() - started,
         tensor=x,
+        events=events,
+        stopped="; ".join(stopped) or None,
     )
 
 
-def _decoded(source: ImageSource) -> ImageSource:
-    """A file or ``builtin:NAME`` read into an RGB PIL image; images and tensors as they are."""
-    return source if isinstance(source, (Image.Image, torch.Tensor)) else read_image(source)
+@dataclass(frozen=True)
+class Level:
+    """One coarse-to-fine level: long sides of the output and of the style images."""
+
+    size: int
+    style_size: int
+    iterations: int
+
+
+def min_input_side(layer_names: Sequence[str], used: Iterable[str]) -> int:
+    """The shortest image side that reaches the deepest of ``used`` in a VGG: every 2×2
+    pooling before it halves the feature map, which must keep at least one position."""
+    deepest = max(layer_names.index(name) for name in used)
+    return 2 ** sum(1 for name in layer_names[:deepest] if name.startswith("pool"))
+
+
+def plan_levels(
+    options: StyleOptions,
+    content: Image.Image | torch.Tensor,
+    styles: Sequence[Image.Image | torch.Tensor],
+    layer_names: Sequence[str],
+    precision: str = "fp32",
+) -> list[Level]:
+    """The levels of a run, each checked before any work: every image's short side at every
+    level reaches the deepest layer used, and the largest level fits in memory.
+
+    Raises :class:`OptionError` naming the image, the level and the option to change.
+    """
+    minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layers])
+    levels = []
+    count = options.scales
+    for index, (size, iterations) in enumerate(
+        zip(options.level_sizes(), options.level_iterations()), start=1
+    ):
+        where = f" at level {index} of {count}" if count > 1 else ""
+        style_size = max(1, round(size * options.style_scale))
+        width, height = scaled_size(image_size(content), long_side=size)
+        if min(width, height) < minimum:
+            raise OptionError(
+                f"the content image would be {width}×{height} px{where} (--size {size}): the"
+                f" network needs at least {minimum} px on the short side; raise --size"
+                + (" or lower --scales" if count > 1 else "")
+            )
+        target_pixels = width * height
+        for number, style in enumerate(styles, start=1):
+            style_width, style_height = scaled_size(image_size(style), long_side=style_size)
+            if min(style_width, style_height) < minimum:
+                name = "the style image" if len(styles) == 1 else f"style image {number}"
+                raise OptionError(
+                    f"{name} would be {style_width}×{style_height} px{where} (--size {size} ×"
+                    f" --style-scale {options.style_scale:g}): the network needs at least"
+                    f" {minimum} px on the short side; raise --style-scale or --size"
+                )
+            target_pixels = max(target_pixels, style_width * style_height)
+        history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
+        needed = stylization_bytes(width * height, target_pixels, history, precision)
+        check_fits(needed, f"a {width}×{height} px output" + where)
+        levels.append(Level(size, style_size, iterations))
+    return levels
 
 
 def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
@@ -214,10 +290,10 @@ def build_loss(
 
 
 def initial_image(
-    init: str, content_rgb: torch.Tensor, prep: Preprocessing, seed: int
+    init: str | ImageSource, content_rgb: torch.Tensor, prep: Preprocessing, seed: int
 ) -> torch.Tensor:
     """The starting point in network input space: white noise (the paper), the content image,
-    or an image file resized to the content's size."""
+    or an image (file, PIL image, array or tensor) resized to the content's size."""
     if init == "noise":
         generator = torch.Generator().manual_seed(seed)
         rgb = torch.rand(content_rgb.shape, generator=generator)
@@ -244,32 +320,55 @@ class GradientScale:
     """The factor on the gradients flowing back through an fp16 network.
 
     fp16's range ends at 65504: the gradients are scaled down (and the pixel gradient scaled
-    back up) by a factor that shrinks whenever they overflow, as mixed-precision training's loss
-    scaling does. Other precisions keep 1.
+    back up) by a factor that backs off whenever they overflow and grows again after
+    ``growth_interval`` evaluations without overflow — torch.amp.GradScaler's rule. Departures
+    from GradScaler's defaults (backoff 0.5, interval 2000): an overflow here costs a whole
+    re-evaluation, not a skipped training step, so the backoff is 1/16; and a run is hundreds of
+    evaluations, not millions, so the growth interval is 50. Other precisions keep 1.
     """
 
     value: float = 1.0
-    shrink: float = 2.0**4
+    backoff: float = 2.0**-4
+    growth: float = 2.0
+    growth_interval: int = 50
     max_retries: int = 12
+    good_steps: int = 0
+
+    def overflowed(self) -> None:
+        """Back off after a non-finite gradient."""
+        self.value *= self.backoff
+        self.good_steps = 0
+
+    def succeeded(self) -> None:
+        """Count an evaluation without overflow; grow after ``growth_interval`` of them."""
+        self.good_steps += 1
+        if self.good_steps >= self.growth_interval:
+            self.value *= self.growth
+            self.good_steps = 0
 
 
 def backward_to_pixels(
     model: VGG, loss: GatysLoss, x: torch.Tensor, runtime: Runtime, scale: GradientScale
 ) -> LossTerms:
     """The loss terms at ``x`` (a leaf that requires grad); their gradient replaces ``x.grad``.
-    Raises when the loss is not finite."""
+
+    A loss that is not finite is returned as it is, with ``x.grad`` None (the optimiser's guard
+    rejects the step); in fp16 a gradient that overflows is recomputed at a smaller scale, and
+    after ``scale.max_retries`` overflows is returned non-finite.
+    """
     for _ in range(scale.max_retries):
         x.grad = None
         terms = evaluate(model, loss, x, runtime, grad=True)
         if not torch.isfinite(terms.total):
-            raise RuntimeError("the loss is not finite: lower the learning rate or the weights")
+            return terms
         (terms.total * scale.value).backward()
         assert x.grad is not None
-        if runtime.precision != "fp16" or torch.isfinite(x.grad).all():
+        if runtime.precision != "fp16":
             break
-        scale.value /= scale.shrink
-    else:
-        raise RuntimeError("the gradient overflows in fp16: use --precision fp32 or bf16")
+        if torch.isfinite(x.grad).all():
+            scale.succeeded()
+            break
+        scale.overflowed()
     if scale.value != 1.0:
         x.grad /= scale.value
     return terms
@@ -284,54 +383,49 @@ def optimize(
     prep: Preprocessing,
     runtime: Runtime,
     callbacks: Sequence[StepCallback] = (),
-) -> tuple[torch.Tensor, list[float], LossTerms]:
-    """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps; returns the
-    image, the loss history and the final image's loss terms."""
-    x = start.detach().clone().float().requires_grad_(True)
-    if options.optimizer == "lbfgs":
-        # One L-BFGS iteration per step() call (one loss evaluation, no line search, as in
-        # neural-style); the curvature history persists across calls.
-        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-            [x],
-            lr=options.step_size(),
-            max_iter=1,
-            history_size=100,
-            tolerance_grad=0.0,
-            tolerance_change=0.0,
-        )
-    else:
-        optimizer = torch.optim.Adam([x], lr=options.step_size() * prep.pixel_unit)
+) -> Minimized:
+    """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
+    evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`).
 
-    last: list[LossTerms] = []
+    Returns the best image found (``.x``, fp32 in network input space), its loss terms
+    (``.extra``), the loss after each iteration and what the guard did.
+    """
     scale = GradientScale()
 
-    def closure() -> torch.Tensor:
-        terms = backward_to_pixels(model, loss, x, runtime, scale)
-        last[:] = [terms]
-        return terms.total
+    def objective(
+        x: torch.Tensor, need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LossTerms]:
+        if not need_grad:
+            terms = evaluate(model, loss, x, runtime)
+            return terms.total.detach(), None, terms
+        leaf = x.detach().requires_grad_(True)
+        terms = backward_to_pixels(model, loss, leaf, runtime, scale).detach()
+        return terms.total, leaf.grad, terms
 
-    losses: list[float] = []
+    if options.optimizer == "lbfgs":
+        # No line search, one evaluation per iteration (see style/optimizer.py).
+        stepper: PixelOptimizer = LBFGS(prep.pixel_unit, options.step_size(), LBFGS_HISTORY)
+    else:
+        stepper = Adam(prep.pixel_unit, options.step_size())
+
     report_every = max(1, iterations // 10)
     with tqdm(
         total=iterations,
-        desc=f"stylize {tuple(x.shape[2:])}",
+        desc=f"stylize {tuple(start.shape[2:])}",
         unit="it",
         disable=not options.progress,
         dynamic_ncols=True,
     ) as bar:
-        for iteration in range(1, iterations + 1):
-            optimizer.step(closure)
-            terms = last[0]
-            losses.append(terms.total.item())
+
+        def on_iteration(iteration: int, x: torch.Tensor, value: float, terms: Any) -> None:
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if options.verbose and (iteration % report_every == 0 or iteration == 1):
                 tqdm.write(format_terms(iteration, terms, loss))
             for callback in callbacks:
-                callback(iteration, x.detach(), terms)
-    # The last evaluation was at the image before the final update; evaluate the result itself.
-    final = evaluate(model, loss, x.detach(), runtime)
-    return x.detach(), losses, final
+                callback(iteration, x, terms)
+
+        return minimize(objective, start.float(), iterations, stepper, on_iteration)
 
 
 def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:
@@ -349,19 +443,37 @@ def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:
     return "  ".join(parts)
 
 
-def _saver(
-    options: StyleOptions, prep: Preprocessing, output: str | Path | None, offset: int = 0
-) -> StepCallback | None:
-    if not options.save_every or output is None:
-        return None
+def intermediate_paths(options: StyleOptions, output: str | Path) -> list[Path]:
+    """Where ``save_every`` writes: ``OUT_<step>.<ext>`` beside ``output`` (not at the end)."""
+    if not options.save_every:
+        return []
     output = Path(output)
     total = sum(options.level_iterations())
     width = len(str(total))
+    return [
+        output.with_name(f"{output.stem}_{step:0{width}d}{output.suffix}")
+        for step in range(options.save_every, total, options.save_every)
+    ]
+
+
+def _saver(
+    options: StyleOptions,
+    prep: Preprocessing,
+    output: str | Path | None,
+    offset: int = 0,
+    written: list[Path] | None = None,
+) -> StepCallback | None:
+    if not options.save_every or output is None:
+        return None
+    paths = {
+        int(path.stem.rpartition("_")[2]): path for path in intermediate_paths(options, output)
+    }
 
     def save(iteration: int, x: torch.Tensor, _terms: LossTerms) -> None:
-        step = offset + iteration
-        if step % options.save_every == 0 and step != total:
-            path = output.with_name(f"{output.stem}_{step:0{width}d}{output.suffix}")
+        path = paths.get(offset + iteration)
+        if path is not None:
             save_image(prep.tensor_to_image(x.float().cpu()), path)
+            if written is not None:
+                written.append(path)
 
     return save

@@ -1,0 +1,243 @@
+"""Minimising a loss over the pixels of an image, guarded so that no precision and no image can
+make the run blow up.
+
+Gatys et al. optimise the pixels with L-BFGS. Like neural-style we take one loss evaluation per
+iteration and no line search (predictable time), which leaves two ways to fail, both seen here:
+
+- **The first step.** Without curvature pairs L-BFGS steps along the raw gradient; torch's
+  ``LBFGS`` scales that first step by min(1, 1/‖g‖₁), which for a Gatys loss (‖g‖₁ ~ 1e8) moves
+  pixels by ~0.016 grey levels. In emulated bf16 the resulting pair had s·y < 0 and was dropped,
+  so the next step was the raw gradient at t = 1: loss 4.9e25, never recovered. Here every step
+  without curvature history is scaled in *pixel units*: its largest pixel change is
+  ``learning_rate`` grey levels.
+- **A bad step.** A step whose loss is not finite, or more than :data:`BLOW_UP` times the last
+  accepted loss, is rejected: the image goes back to the last accepted one and the curvature
+  history is cleared. From then on every step's largest pixel change is capped by a radius,
+  half the rejected step's at first, doubled after each accepted step that was cut by it (the
+  trust-region rule of Nocedal & Wright, Alg. 4.1, with the loss ratio test replaced by the
+  blow-up test). A run without rejections is never capped. After :data:`GIVE_UP` rejections in
+  a row the run stops with a message and keeps the best image found.
+
+The output is always the accepted image with the lowest loss. Each rejection is logged (logger
+``normstyle``) and listed in :attr:`Minimized.events`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+logger = logging.getLogger("normstyle")
+
+# A step is rejected when its loss grows by more than (BLOW_UP − 1)·|last accepted loss| (for the
+# non-negative Gatys loss: exceeds BLOW_UP × the last accepted loss), or is not finite. L-BFGS
+# without a line search may raise the loss a little; a doubling is a blow-up.
+BLOW_UP = 2.0
+# Rejections in a row after which the run stops (the restart step is halved each time, so the
+# last try moved pixels by 2^-7 of the first step).
+GIVE_UP = 8
+
+# objective(x, need_grad) → (loss as a 0-d tensor, ∂loss/∂x or None, anything to hand back)
+Objective = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None, Any]]
+# on_iteration(iteration, x, loss, extra) after every iteration (x is the current image)
+IterationCallback = Callable[[int, torch.Tensor, float, Any], None]
+
+
+class PixelOptimizer(Protocol):
+    """One update rule: ``step`` maps the accepted image and its gradient to the next image."""
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor: ...
+
+    def reset(self) -> None:
+        """Forget all state (the next step is a first step again)."""
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.flatten(), b.flatten()))
+
+
+class LBFGS:
+    """L-BFGS (Nocedal & Wright, *Numerical Optimization*, Alg. 7.4) with unit steps and no line
+    search, except that a step without curvature history is scaled to ``first_step`` pixel
+    units at most (see the module docstring for why)."""
+
+    def __init__(self, pixel_unit: float, learning_rate: float = 1.0, history: int = 100) -> None:
+        if not (learning_rate > 0 and math.isfinite(learning_rate)):
+            raise ValueError(f"learning rate must be a positive number, got {learning_rate}")
+        self.pixel_unit = pixel_unit
+        self.learning_rate = learning_rate
+        self.history = history
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1/(y·s))
+        self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, g) of the last step
+        self.skipped_pairs = 0  # pairs dropped for failing the curvature condition
+
+    def reset(self) -> None:
+        """Clear the curvature history; the next step is a pixel-unit step."""
+        self.pairs.clear()
+        self.previous = None
+
+    def _remember(self, x: torch.Tensor, grad: torch.Tensor) -> None:
+        if self.previous is not None:
+            s = x - self.previous[0]
+            y = grad - self.previous[1]
+            ys = _dot(y, s)
+            # The curvature condition y·s > 0 keeps the inverse-Hessian estimate positive
+            # definite; a pair that fails it (or is not finite) is dropped, as in torch's LBFGS.
+            if ys > 1e-10 and math.isfinite(ys):
+                if len(self.pairs) == self.history:
+                    self.pairs.pop(0)
+                self.pairs.append((s, y, 1.0 / ys))
+            else:
+                self.skipped_pairs += 1
+        self.previous = (x.clone(), grad.clone())
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """−H·g by the two-loop recursion, H₀ = γI with γ = s·y / y·y of the newest pair."""
+        q = grad.neg()
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            alpha = rho * _dot(s, q)
+            q.add_(y, alpha=-alpha)
+            alphas.append(alpha)
+        s, y, rho = self.pairs[-1]
+        q.mul_(1.0 / (rho * _dot(y, y)))
+        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
+            beta = rho * _dot(y, q)
+            q.add_(s, alpha=alpha - beta)
+        return q
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The next image from the accepted image ``x`` and its gradient."""
+        self._remember(x, grad)
+        if self.pairs:
+            return x + self.learning_rate * self.direction(grad)
+        # No curvature yet: steepest descent, the largest pixel move `learning_rate` grey levels.
+        peak = float(grad.abs().max())
+        if peak == 0.0:
+            return x.clone()
+        t = self.learning_rate * self.pixel_unit / peak
+        return x - t * grad
+
+
+class Adam:
+    """Adam on the pixels; ``learning_rate`` in grey levels (as neural-style's -learning_rate)."""
+
+    def __init__(self, pixel_unit: float, learning_rate: float = 10.0) -> None:
+        if not (learning_rate > 0 and math.isfinite(learning_rate)):
+            raise ValueError(f"learning rate must be a positive number, got {learning_rate}")
+        self.lr = learning_rate * pixel_unit
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the moment estimates."""
+        self.param: torch.Tensor | None = None
+        self.optimizer: torch.optim.Adam | None = None
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The next image from the accepted image ``x`` and its gradient."""
+        if self.param is None or self.optimizer is None:
+            self.param = x.detach().clone()
+            self.optimizer = torch.optim.Adam([self.param], lr=self.lr)
+        with torch.no_grad():
+            self.param.copy_(x)
+        self.param.grad = grad.clone()
+        self.optimizer.step()
+        return self.param.detach().clone()
+
+
+@dataclass
+class Minimized:
+    """The outcome of :func:`minimize`."""
+
+    x: torch.Tensor  # the accepted image with the lowest loss
+    loss: float  # its loss
+    extra: Any  # what the objective handed back for it
+    iteration: int  # the iteration that produced it (0: the start image)
+    losses: list[float] = field(default_factory=list)  # accepted loss after each iteration
+    rejected: int = 0  # steps rejected by the guard
+    events: list[str] = field(default_factory=list)  # what the guard did, one line each
+    stopped: str | None = None  # why the run stopped before its last iteration
+
+
+def minimize(
+    objective: Objective,
+    start: torch.Tensor,
+    iterations: int,
+    optimizer: PixelOptimizer,
+    on_iteration: IterationCallback | None = None,
+    blow_up: float = BLOW_UP,
+    give_up: int = GIVE_UP,
+) -> Minimized:
+    """Run ``iterations`` steps of ``optimizer`` on ``objective`` from ``start``, guarded.
+
+    Each iteration makes one step and one evaluation of the objective (plus one at the start).
+    Raises :class:`RuntimeError` only if the start image itself has no finite loss and gradient.
+    """
+    x = start.detach().clone()
+    loss, grad, extra = objective(x, iterations > 0)
+    value = float(loss)
+    if not _finite(value, grad):
+        raise RuntimeError(
+            f"the loss or its gradient is not finite at the start image (loss {value:.4g});"
+            " check the weights, or use --precision fp32"
+        )
+    result = Minimized(x=x, loss=value, extra=extra, iteration=0)
+    good_x, good_grad, good_value, good_extra = x, grad, value, extra  # the last accepted step
+    rejections = 0
+    radius = math.inf  # the largest pixel change a step may make (finite after a rejection)
+    for iteration in range(1, iterations + 1):
+        assert good_grad is not None
+        move = optimizer.step(good_x, good_grad) - good_x
+        peak = float(move.abs().max())
+        capped = peak > radius
+        if capped:
+            move.mul_(radius / peak)
+            peak = radius
+        candidate = good_x + move
+        # The last evaluation needs no gradient: nothing steps from it.
+        loss, grad, extra = objective(candidate, iteration < iterations)
+        value = float(loss)
+        finite = _finite(value, grad)
+        if finite and value - good_value <= (blow_up - 1.0) * abs(good_value):
+            good_x, good_grad, good_value, good_extra = candidate, grad, value, extra
+            rejections = 0
+            if capped:
+                radius *= 2.0
+            if value < result.loss:
+                result.x, result.loss, result.extra = candidate, value, extra
+                result.iteration = iteration
+        else:
+            rejections += 1
+            result.rejected += 1
+            radius = 0.5 * peak
+            what = "not finite" if not finite else f"more than {blow_up:g}× the last accepted"
+            event = (
+                f"iteration {iteration}: loss {value:.4g} ({what}, {good_value:.4g}): step"
+                " rejected; back to the last accepted image, curvature history cleared, steps"
+                f" capped at {radius:.3g} per pixel"
+            )
+            result.events.append(event)
+            logger.warning(event)
+            optimizer.reset()
+        result.losses.append(good_value)
+        if on_iteration is not None:
+            on_iteration(iteration, good_x, good_value, good_extra)
+        if rejections >= give_up:
+            result.stopped = (
+                f"stopped at iteration {iteration} of {iterations}: {rejections} steps in a row"
+                " made the loss non-finite or blow up, even at small steps; kept the best image"
+                f" (iteration {result.iteration}, loss {result.loss:.4g}). Try --precision fp32"
+                " or a lower --learning-rate"
+            )
+            logger.warning(result.stopped)
+            break
+    return result
+
+
+def _finite(value: float, grad: torch.Tensor | None) -> bool:
+    return math.isfinite(value) and (grad is None or bool(torch.isfinite(grad).all()))

@@ -1,0 +1,427 @@
+"""Hostile inputs, generated here (no binaries committed): each ends in a clean error — the
+right exit code, one line on stderr, no traceback, no hang, no output or temporary file left —
+or, for signals, in the documented exit code and message."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import normstyle
+from normstyle.cli import main
+
+pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
+
+TINY = ["--size", "64", "--iterations", "2", "--no-progress", "--seed", "1"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def run_clean(capsys, folder: Path, argv: list[str], code: int, message: str) -> str:
+    """Run the CLI in-process; check the exit code, one line, the message, no new files."""
+    before = files_in(folder)
+    got = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert got == code, (argv, err)
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert message in err, err
+    assert files_in(folder) == before, files_in(folder) - before  # nothing written or left
+    return err
+
+
+@pytest.fixture()
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)).save(path)
+    return path
+
+
+# --- 1. hangs ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["content", "style", "init"])
+def test_a_fifo_is_refused_without_blocking(capsys, tmp_path: Path, photo: Path, where) -> None:
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    args = {"content": str(photo), "style": str(photo), "init": "noise"}
+    args[where] = str(fifo)
+    argv = ["stylize", args["content"], args["style"], "-o", str(tmp_path / "o.png"), *TINY]
+    run_clean(capsys, tmp_path, [*argv, "--init", args["init"]], 1, "not a regular file")
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_as_weights_is_refused(capsys, tmp_path: Path) -> None:
+    fifo = tmp_path / "w.safetensors"
+    os.mkfifo(fifo)
+    run_clean(capsys, tmp_path, ["weights", "show", str(fifo)], 1, "not a regular file")
+    pth = tmp_path / "w.pth"
+    os.mkfifo(pth)
+    run_clean(capsys, tmp_path, ["weights", "show", str(pth)], 1, "not a regular file")
+
+
+@pytest.mark.vgg
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["normalize", "stats"])
+def test_a_strip_image_in_a_folder_is_skipped_not_a_hang(capsys, tmp_path: Path, command) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40000, 1), (200, 100, 50)).save(images / "strip.png")
+    out = tmp_path / ("n.safetensors" if command == "normalize" else "report")
+    run_clean(
+        capsys,
+        tmp_path,
+        [command, "--images", str(images), "-o", str(out), "--no-progress"],
+        1,
+        "none of the 1 image(s) could be used (the first: ",
+    )
+
+
+# --- 2. tracebacks instead of one line -------------------------------------------------------
+
+
+def weights_file(path: Path, arch: str = "vgg11", metadata: dict | None = None, **tensors) -> Path:
+    from safetensors.torch import save_file
+
+    from normstyle.models import VGG
+
+    state = {k: v.contiguous() for k, v in VGG(arch).state_dict().items()}
+    state.update(tensors)
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"normstyle": "{not json"}, "its 'normstyle' metadata is not valid JSON"),
+        ({"normstyle": "[1, 2]"}, "its 'normstyle' metadata is a JSON list, not an object"),
+        ({"normstyle": '{"preprocessing": 5}'}, "names no valid preprocessing"),
+    ],
+)
+def test_bad_metadata_is_one_line_everywhere(
+    capsys, tmp_path: Path, photo: Path, metadata, message
+) -> None:
+    net = weights_file(tmp_path / "net.safetensors", metadata=metadata)
+    out = str(tmp_path / "o.png")
+    for argv in (
+        ["stylize", str(photo), str(photo), "-o", out, "--weights", str(net), *TINY],
+        ["weights", "show", str(net)],
+        ["normalize", "--verify", str(net), "--images", str(tmp_path), "--no-progress"],
+    ):
+        run_clean(capsys, tmp_path, argv, 1, message)
+
+
+def test_a_quantised_table_shorter_than_its_indices(capsys, tmp_path: Path, photo: Path) -> None:
+    from safetensors.torch import save_file
+
+    raw = {
+        "block1_conv1_W_q": torch.full((64, 3, 3, 3), 200, dtype=torch.uint8),
+        "block1_conv1_W_table": torch.zeros(16),
+        "block1_conv1_b": torch.zeros(64),
+    }
+    path = tmp_path / "q.safetensors"
+    save_file(raw, str(path))
+    out = str(tmp_path / "o.png")
+    for argv in (
+        ["stylize", str(photo), str(photo), "-o", out, "--weights", str(path), *TINY],
+        ["stats", "--weights", str(path), "--images", str(tmp_path), "-o", str(tmp_path / "r")],
+    ):
+        run_clean(capsys, tmp_path, argv, 1, "block1_conv1 indexes entry 200 of a table of 16")
+
+
+@pytest.mark.parametrize("value", [str(2**64), "-1", "1e3"])
+def test_seed_out_of_range_is_a_usage_error(capsys, tmp_path: Path, value: str) -> None:
+    out = str(tmp_path / "o.png")
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", out, "--seed", value]
+    run_clean(capsys, tmp_path, argv, 2, "--seed")
+    run_clean(capsys, tmp_path, ["lab", "norms", "--tiny", "-o", out, "--seed", value], 2, "--seed")
+
+
+@pytest.mark.vgg
+def test_stats_on_only_corrupt_images(capsys, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run_clean(
+        capsys,
+        tmp_path,
+        ["stats", "--images", str(images), "-o", str(tmp_path / "r"), "--no-progress"],
+        1,
+        "none of the 2 image(s) could be used",
+    )
+
+
+def test_api_refuses_sources_that_are_not_images() -> None:
+    with pytest.raises(TypeError, match="an image must be a file path"):
+        normstyle.stylize(None, "builtin:swirls", size=32, iterations=1)
+    with pytest.raises(TypeError, match="got bytes"):
+        normstyle.stylize(b"\x89PNG", "builtin:swirls", size=32, iterations=1)
+    with pytest.raises(ValueError, match=r"no pixels \(0×0\)"):
+        normstyle.stylize(Image.new("RGB", (0, 0)), "builtin:swirls", size=32, iterations=1)
+
+
+# --- 3. non-finite, negative, duplicate weights --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--style-blend", "nan,1"],
+        ["--style-blend", "inf,1"],
+        ["--style-blend", "-1,2"],
+        ["--style-layers", "relu1_1:nan"],
+        ["--style-layers", "relu1_1:inf"],
+        ["--content-layers", "relu4_2:nan"],
+        ["--style-layers", "relu1_1:-5,relu2_1:1"],
+        ["--style-layers", "relu1_1,relu1_1"],
+        ["--style-layers", "relu1_1:0.5,relu1_1:0.7"],
+        ["--content-weight", "nan"],
+        ["--learning-rate", "inf"],
+    ],
+)
+def test_bad_weights_are_usage_errors_at_parse_time(capsys, tmp_path: Path, args) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "builtin:swirls"]
+    run_clean(capsys, tmp_path, [*argv, "-o", str(tmp_path / "o.png"), *TINY, *args], 2, "error")
+
+
+# --- 4. too small after resizing, 5. no upper bounds ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "16"], "the content image would be 16×12 px (--size 16)"),
+        (["--size", "64", "--scales", "3"], "the content image would be 16×12 px at level 1 of 3"),
+        (["--style-scale", "1e-9"], "the style image would be 1×1 px"),
+        (["--style-scale", "100"], "style_scale 100 is more than 8"),
+        (["--size", "100000"], "needs about"),
+    ],
+)
+def test_sizes_are_checked_before_any_work(
+    capsys, tmp_path: Path, photo: Path, args, message
+) -> None:
+    started = time.perf_counter()
+    argv = ["stylize", str(photo), str(photo), "-o", str(tmp_path / "o.png"), *TINY, *args]
+    run_clean(capsys, tmp_path, argv, 2, message)
+    assert time.perf_counter() - started < 30  # refused up front, not after the work
+
+
+def test_a_one_pixel_wide_image_is_named(capsys, tmp_path: Path, photo: Path) -> None:
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 4000)).save(strip)
+    out = str(tmp_path / "o.png")
+    run_clean(
+        capsys,
+        tmp_path,
+        ["stylize", str(strip), str(photo), "-o", out, *TINY],
+        2,
+        "the content image would be 1×64 px",
+    )
+    run_clean(
+        capsys,
+        tmp_path,
+        ["stylize", str(photo), str(strip), "-o", out, *TINY],
+        2,
+        "the style image would be 1×64 px",
+    )
+
+
+def test_folder_tools_refuse_a_tiny_short_side(capsys, tmp_path: Path) -> None:
+    net = weights_file(tmp_path / "n.safetensors", metadata={"normstyle": '{"normalized": true}'})
+    for argv in (
+        ["normalize", "--verify", str(net), "--images", str(tmp_path), "--size", "1"],
+        ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--size", "8"],
+    ):
+        run_clean(capsys, tmp_path, argv, 2, "must be at least 32 px")
+
+
+# --- 6. partial outputs, 7. late failures ----------------------------------------------------
+
+
+def test_normalize_checks_both_outputs_before_the_work(capsys, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "side.json").mkdir()
+    run_clean(
+        capsys,
+        tmp_path,
+        ["normalize", "--images", str(tmp_path), "-o", str(tmp_path / "out/side.safetensors")],
+        1,
+        "side.json: is a directory",
+    )
+
+
+def test_stats_checks_every_report_file_before_the_work(capsys, tmp_path: Path) -> None:
+    (tmp_path / "r" / "stats.md").mkdir(parents=True)
+    run_clean(
+        capsys,
+        tmp_path,
+        ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r")],
+        1,
+        "stats.md: is a directory",
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/proc/x.png", "cannot write in /proc"),
+        ("{tmp}/dir.png", "is a directory"),
+        ("/dev/full/x.png", "folder /dev/full does not exist"),
+    ],
+)
+def test_unwritable_outputs_fail_before_the_run(capsys, tmp_path: Path, target, message) -> None:
+    (tmp_path / "dir.png").mkdir()
+    out = target.format(tmp=tmp_path)
+    started = time.perf_counter()
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", out, "--size", "512"]
+    run_clean(capsys, tmp_path, argv, 1, message)
+    assert time.perf_counter() - started < 10
+
+
+def test_lab_checks_its_folder_first(capsys, tmp_path: Path) -> None:
+    run_clean(capsys, tmp_path, ["lab", "init", "-o", "/dev/full/x"], 1, "/dev/full")
+
+
+def test_a_failed_final_write_names_the_output(capsys, tmp_path: Path, monkeypatch) -> None:
+    def full(self, fp, format=None, **params):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "out.png"
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out), *TINY]
+    err = run_clean(capsys, tmp_path, argv, 1, f"{out}: cannot write (No space left on device)")
+    assert ".part" not in err
+
+
+# --- 8. NaN networks, files shown as they are ------------------------------------------------
+
+
+def test_non_finite_weights_are_refused_wherever_read(capsys, tmp_path: Path, photo: Path) -> None:
+    bad = torch.zeros(128, 64, 3, 3)
+    bad[3, 2, 1, 1] = float("nan")
+    net = weights_file(
+        tmp_path / "nan.safetensors",
+        metadata={"normstyle": '{"normalized": true}'},
+        **{"conv2_1.weight": bad},
+    )
+    message = "conv2_1.weight has values that are not finite"
+    out = str(tmp_path / "o.png")
+    for argv in (
+        ["normalize", "--weights", str(net), "--images", str(tmp_path), "-o", f"{out}.safetensors"],
+        ["normalize", "--verify", str(net), "--images", str(tmp_path)],
+        ["stylize", str(photo), str(photo), "-o", out, "--weights", str(net), *TINY],
+        ["weights", "show", str(net)],
+    ):
+        run_clean(capsys, tmp_path, argv, 1, message)
+
+
+def test_weights_show_reports_what_is_in_the_file(capsys, tmp_path: Path) -> None:
+    net = weights_file(tmp_path / "w.safetensors", **{"conv2_1.weight": torch.zeros(128, 64, 5, 5)})
+    code = main(["weights", "show", str(net)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "conv2_1.weight   128×64×5×5" in captured.out  # the file's shape, not VGG's
+    assert captured.err.strip().endswith("expected (128, 64, 3, 3)")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+# --- 9. messages -------------------------------------------------------------------------------
+
+
+def test_save_every_refuses_to_overwrite_a_users_file(capsys, tmp_path: Path) -> None:
+    mine = tmp_path / "o_1.png"
+    mine.write_bytes(b"my own picture")
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(tmp_path / "o.png")]
+    run_clean(capsys, tmp_path, [*argv, *TINY, "--save-every", "1"], 2, "o_1.png exists")
+    assert mine.read_bytes() == b"my own picture"
+
+
+def test_a_pickle_with_objects_is_refused_in_one_line(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"conv1_1.weight": os.system}, handle, protocol=4)
+    run_clean(capsys, tmp_path, ["weights", "show", str(path)], 1, "refused: it holds Python")
+
+
+def test_a_text_file_as_weights(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "text.pth"
+    path.write_text("hello, not weights")
+    run_clean(
+        capsys,
+        tmp_path,
+        ["weights", "show", str(path)],
+        1,
+        "not a PyTorch weights file (neither a zip archive nor a pickle)",
+    )
+
+
+def test_a_means_file_that_is_not_an_object(capsys, tmp_path: Path) -> None:
+    means = tmp_path / "m.json"
+    means.write_text(json.dumps([1, 2, 3]))
+    argv = ["normalize", "--compare", "--images", str(tmp_path), "--means", str(means)]
+    run_clean(capsys, tmp_path, argv, 1, "expected a JSON object")
+
+
+def spawn(argv: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "normstyle", *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_importing_is_one_line(tmp_path: Path) -> None:
+    process = spawn(["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", "o.png"], tmp_path)
+    time.sleep(0.4)  # the command is still importing torch
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == ["normstyle: interrupted; nothing written"]
+    assert files_in(tmp_path) == set()
+
+
+@pytest.mark.vgg
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("sent", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_a_signal_after_intermediates_says_what_was_kept(tmp_path: Path, sent, code, word) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", "o.png", "--size", "64"]
+    argv += ["--iterations", "500", "--save-every", "1", "--no-progress", "--precision", "fp32"]
+    process = spawn(argv, tmp_path)
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "o_002.png").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(sent)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"normstyle stylize: {word}; kept "), err
+    assert "intermediate image(s) (o_001.png … o_" in lines[0]
+    assert "final output not written" in lines[0]
+    assert not (tmp_path / "o.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file

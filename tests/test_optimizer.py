@@ -1,0 +1,229 @@
+"""The guarded pixel optimisers against independent references: the dense BFGS update in
+float64, closed-form minima, torch's own LBFGS and GradScaler; and fake losses that blow up."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+from normstyle.style.optimizer import BLOW_UP, GIVE_UP, LBFGS, Adam, minimize
+from normstyle.style.transfer import GradientScale
+
+UNIT = 1.0  # one grey level in the fake losses' units
+
+
+def quadratic(n: int = 20, condition: float = 100.0, seed: int = 0):
+    """f(x) = ½ (x − x*)ᵀA(x − x*) + 1 in float64, A's eigenvalues from 1 to ``condition``;
+    like the Gatys loss, positive with a positive minimum."""
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=generator))
+    eigenvalues = torch.logspace(0, math.log10(condition), n, dtype=torch.float64)
+    a = q @ torch.diag(eigenvalues) @ q.T
+    minimum = torch.randn(n, dtype=torch.float64, generator=generator)
+    calls: list[torch.Tensor] = []
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        calls.append(x.clone())
+        d = x - minimum
+        value = 0.5 * d @ a @ d + 1.0
+        return value, (a @ d) if need_grad else None, {"x": x.clone()}
+
+    return objective, minimum, calls
+
+
+def test_two_loop_recursion_equals_the_dense_bfgs_inverse_hessian() -> None:
+    generator = torch.Generator().manual_seed(1)
+    n, m = 7, 5
+    lbfgs = LBFGS(pixel_unit=UNIT, history=m)
+    pairs = []
+    for _ in range(m):
+        s = torch.randn(n, dtype=torch.float64, generator=generator)
+        y = s + 0.3 * torch.randn(n, dtype=torch.float64, generator=generator)  # y·s > 0
+        assert float(y @ s) > 0
+        pairs.append((s, y))
+        lbfgs.pairs.append((s, y, 1.0 / float(y @ s)))
+    g = torch.randn(n, dtype=torch.float64, generator=generator)
+    # Nocedal & Wright eq. 6.17 from H₀ = γI, γ = sᵀy / yᵀy of the newest pair (eq. 7.20).
+    s_last, y_last = pairs[-1]
+    h = float(s_last @ y_last) / float(y_last @ y_last) * torch.eye(n, dtype=torch.float64)
+    identity = torch.eye(n, dtype=torch.float64)
+    for s, y in pairs:
+        rho = 1.0 / float(y @ s)
+        h = (identity - rho * torch.outer(s, y)) @ h @ (identity - rho * torch.outer(y, s))
+        h = h + rho * torch.outer(s, s)
+    torch.testing.assert_close(lbfgs.direction(g), -h @ g, rtol=1e-10, atol=1e-12)
+
+
+def test_lbfgs_reaches_the_closed_form_minimum_of_a_quadratic() -> None:
+    objective, minimum, _ = quadratic()
+    result = minimize(objective, torch.zeros(20, dtype=torch.float64), 80, LBFGS(UNIT))
+    assert result.rejected == 0 and result.stopped is None
+    assert float((result.x - minimum).norm() / minimum.norm()) < 1e-6
+
+
+def test_first_step_moves_the_largest_pixel_by_the_learning_rate_in_grey_levels() -> None:
+    objective, _, calls = quadratic()
+    start = torch.full((20,), 5.0, dtype=torch.float64)
+    minimize(objective, start, 1, LBFGS(pixel_unit=0.25, learning_rate=3.0))
+    assert float((calls[1] - start).abs().max()) == pytest.approx(0.75, rel=1e-12)
+
+
+def double_well(scale: float = 1e8):
+    """f(x) = scale · Σ (x² − 1)², concave for |x| < 1/√3: a start near 0 gives y·s < 0."""
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        value = scale * ((x.square() - 1).square()).sum()
+        grad = scale * 4 * x * (x.square() - 1)
+        return value, grad if need_grad else None, None
+
+    return objective
+
+
+def test_negative_curvature_is_dropped_and_never_followed_by_a_raw_gradient_step() -> None:
+    start = torch.linspace(-0.3, 0.3, 16, dtype=torch.float64)
+    # The failure traced in the issue, reproduced with torch's LBFGS: a tiny first step, the
+    # pair dropped for y·s < 0, then the raw gradient at t = 1.
+    x = start.clone().requires_grad_(True)
+    reference = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=100)
+    objective = double_well()
+    seen = []
+
+    def closure():
+        reference.zero_grad()
+        value = 1e8 * ((x.square() - 1).square()).sum()
+        value.backward()
+        seen.append(float(value.detach()))
+        return value
+
+    for _ in range(20):
+        reference.step(closure)
+    assert max(seen) > 1e30 * seen[0]  # torch's LBFGS blew up on this start ...
+    assert min(seen[3:]) > 0.5 * seen[0]  # ... and never recovered
+    lbfgs = LBFGS(pixel_unit=0.01)
+    result = minimize(objective, start, 200, lbfgs)
+    assert lbfgs.skipped_pairs >= 1  # the concave start gave y·s ≤ 0 at least once
+    assert result.stopped is None and math.isfinite(result.loss)
+    assert result.loss < 1e-6 * float(objective(start, False)[0])  # reached the wells ±1
+    assert torch.allclose(result.x.abs(), torch.ones(16, dtype=torch.float64), atol=1e-3)
+
+
+def test_a_non_finite_loss_at_step_k_is_rejected_and_the_last_good_image_kept(caplog) -> None:
+    inner, _, _ = quadratic()
+    evaluations = []
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        evaluations.append(x.clone())
+        value, grad, extra = inner(x, need_grad)
+        if len(evaluations) == 6:  # the 5th iteration's image
+            return torch.tensor(float("nan"), dtype=torch.float64), grad, extra
+        return value, grad, extra
+
+    with caplog.at_level(logging.WARNING, logger="normstyle"):
+        result = minimize(objective, torch.zeros(20, dtype=torch.float64), 5, LBFGS(UNIT))
+    assert result.rejected == 1 and result.stopped is None
+    assert "iteration 5: loss nan (not finite" in result.events[0]
+    assert "iteration 5" in caplog.text and "rejected" in caplog.text
+    # The output is the image of iteration 4 (the last accepted), its loss evaluated there.
+    assert torch.equal(result.x, evaluations[4]) and result.iteration == 4
+    assert result.loss == pytest.approx(float(inner(evaluations[4], False)[0]))
+    assert len(result.losses) == 5 and result.losses[-1] == result.losses[-2]
+
+
+def test_a_blow_up_restores_the_last_image_resets_history_and_continues() -> None:
+    inner, minimum, _ = quadratic()
+    count = [0]
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        count[0] += 1
+        value, grad, extra = inner(x, need_grad)
+        if count[0] == 8:
+            return value.abs() * 1e6 + 1e6, grad, extra  # far above BLOW_UP × the last loss
+        return value, grad, extra
+
+    lbfgs = LBFGS(UNIT)
+    result = minimize(objective, torch.zeros(20, dtype=torch.float64), 120, lbfgs)
+    assert result.rejected == 1 and "× the last accepted" in result.events[0]
+    assert float((result.x - minimum).norm() / minimum.norm()) < 1e-6  # recovered after it
+
+
+def test_giving_up_keeps_the_best_image_and_says_why() -> None:
+    inner, _, _ = quadratic()
+    count = [0]
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        count[0] += 1
+        value, grad, extra = inner(x, need_grad)
+        if count[0] > 4:  # every step after the 3rd iteration is non-finite
+            return torch.tensor(float("inf"), dtype=torch.float64), grad, extra
+        return value, grad, extra
+
+    result = minimize(objective, torch.zeros(20, dtype=torch.float64), 100, LBFGS(UNIT))
+    assert result.rejected == GIVE_UP and result.iteration == 3
+    assert result.stopped is not None and f"stopped at iteration {3 + GIVE_UP} of 100" in (
+        result.stopped
+    )
+    assert len(result.losses) == 3 + GIVE_UP
+
+
+def test_a_start_without_a_finite_loss_is_an_error() -> None:
+    def objective(x: torch.Tensor, need_grad: bool):
+        return torch.tensor(float("nan")), torch.zeros_like(x), None
+
+    with pytest.raises(RuntimeError, match="not finite at the start image"):
+        minimize(objective, torch.zeros(3), 5, LBFGS(UNIT))
+
+
+def test_adam_steps_in_grey_levels_and_is_guarded() -> None:
+    objective, minimum, calls = quadratic()
+    start = torch.zeros(20, dtype=torch.float64)
+    result = minimize(objective, start, 1, Adam(pixel_unit=0.5, learning_rate=2.0))
+    # Adam's first step is lr·g/(|g| + ε): every coordinate moves by lr = 2 grey levels × 0.5.
+    assert torch.allclose((calls[1] - start).abs(), torch.full((20,), 1.0, dtype=torch.float64))
+    count = [0]
+
+    def failing(x: torch.Tensor, need_grad: bool):
+        count[0] += 1
+        value, grad, extra = objective(x, need_grad)
+        return (torch.tensor(float("nan")) if count[0] == 3 else value), grad, extra
+
+    result = minimize(failing, start, 400, Adam(pixel_unit=0.01, learning_rate=5.0))
+    assert result.rejected == 1
+    assert float((result.x - minimum).norm() / minimum.norm()) < 1e-2
+
+
+def test_blow_up_threshold_is_relative_to_the_last_accepted_loss() -> None:
+    values = iter([10.0, 10.0 * BLOW_UP, 10.0 * BLOW_UP * BLOW_UP * 1.01, 1.0])
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        return torch.tensor(next(values)), torch.ones_like(x), None
+
+    result = minimize(objective, torch.zeros(2), 3, LBFGS(UNIT))
+    # ×BLOW_UP exactly is accepted; just above it the step is rejected.
+    assert result.rejected == 1 and result.losses == [20.0, 20.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "overflows", [[False] * 120, [True, True, False] + [False] * 60 + [True] + [False] * 55]
+)
+def test_gradient_scale_follows_torch_grad_scaler(overflows: list[bool]) -> None:
+    ours = GradientScale()
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.0)
+    scaler = torch.amp.GradScaler(
+        "cpu",
+        init_scale=ours.value,
+        growth_factor=ours.growth,
+        backoff_factor=ours.backoff,
+        growth_interval=ours.growth_interval,
+    )
+    for overflow in overflows:
+        optimizer.zero_grad()
+        scaler.scale(parameter.sum() * (float("inf") if overflow else 1.0)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        ours.overflowed() if overflow else ours.succeeded()
+        assert ours.value == scaler.get_scale()
+    assert ours.value != 1.0  # the sequences did move the scale
