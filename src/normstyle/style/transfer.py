@@ -94,7 +94,7 @@ def run(
     layer_names = vgg_layer_names(weights.arch)
     check_names([*options.content_layers, *options.style_layers], layer_names)
     # Every level's images are checked (size, memory) before the network is built.
-    levels = plan_levels(options, content, styles, layer_names, runtime.precision)
+    levels = plan_levels(options, content, styles, layer_names, runtime)
     model = weights.build(pooling=options.pooling)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     prep = weights.preprocessing
@@ -172,10 +172,10 @@ def plan_levels(
     content: Image.Image | torch.Tensor,
     styles: Sequence[Image.Image | torch.Tensor],
     layer_names: Sequence[str],
-    precision: str = "fp32",
+    runtime: Runtime | None = None,
 ) -> list[Level]:
     """The levels of a run, each checked before any work: every image's short side at every
-    level reaches the deepest layer used, and the largest level fits in memory.
+    level reaches the deepest layer used, and (on the CPU) each level fits in memory.
 
     Raises :class:`OptionError` naming the image, the level and the option to change.
     """
@@ -205,9 +205,11 @@ def plan_levels(
                     f" {minimum} px on the short side; raise --style-scale or --size"
                 )
             target_pixels = max(target_pixels, style_width * style_height)
-        history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
-        needed = stylization_bytes(width * height, target_pixels, history, precision)
-        check_fits(needed, f"a {width}×{height} px output" + where)
+        if runtime is None or runtime.device.type == "cpu":  # the model is of host memory
+            precision = runtime.precision if runtime is not None else "fp32"
+            history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
+            needed = stylization_bytes(width * height, target_pixels, history, precision)
+            check_fits(needed, f"a {width}×{height} px output" + where)
         levels.append(Level(size, style_size, iterations))
     return levels
 
