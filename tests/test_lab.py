@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from normstyle.cli import main
-from normstyle.lab import activations, bn, depth, init, norms
+from normstyle.lab import activations, bn, common, depth, init, norms
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +49,18 @@ def test_init_shows_collapse_saturation_and_the_right_scales(out: Path) -> None:
 
 
 def test_init_statistics_equal_a_direct_computation() -> None:
-    generator = torch.Generator().manual_seed(3)
     results = init.experiment(width=64, depth=2, batch=8, seed=3)
-    # Recompute the Xavier-tanh configuration's first layer by hand, in float64.
+    # Recompute the Xavier-tanh configuration's first layer by hand, in float64, from the same
+    # draws (input first, then fc1's weights, std 1/√64) but without init.mlp or the hooks.
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(8, 64, generator=generator)
-    net = init.mlp(64, 2, "tanh", 1 / 8, generator)
-    with torch.no_grad():
-        first = torch.tanh(net.fc1(x)).double()
+    weight = torch.empty(64, 64).normal_(0.0, 1 / 8, generator=generator)
+    pre = x.double() @ weight.double().T
+    first = torch.tanh(pre)
     layer = results[2]["layers"][0]
     assert layer["mean"] == pytest.approx(float(first.mean()), abs=1e-6)
     assert layer["std"] == pytest.approx(float(first.std(correction=0)), rel=1e-5)
+    assert layer["pre_activation_var"] == pytest.approx(float(pre.var(correction=0)), rel=1e-5)
 
 
 def test_depth_runs_and_kaiming_learns_at_30_layers(out: Path) -> None:
@@ -73,7 +74,9 @@ def test_depth_runs_and_kaiming_learns_at_30_layers(out: Path) -> None:
 
 
 def test_bn_lenet_trains_and_folds_exactly(out: Path) -> None:
+    threads = torch.get_num_threads()
     numbers = bn.run(out, tiny=True)
+    assert torch.get_num_threads() == threads  # the one-thread training restores the count
     assert numbers["folded_vs_eval_max_abs_difference"] < 1e-4
     assert numbers["folded_layers"] == ["bn1", "bn2"]
     assert numbers["train_vs_eval_relative_difference"] > 1e-3  # train mode ≠ eval mode
@@ -113,25 +116,80 @@ def test_norms_share_the_textbook_sets(out: Path) -> None:
 
 
 def test_activations_derivatives_and_blocked_units(out: Path) -> None:
-    curves = activations.curves(points=11)
+    curves = activations.curves(points=11)  # x = −5, −4, …, 5: x = 0 is the sixth point
     x, _, grad = curves["sigmoid"]
     sig = torch.sigmoid(torch.tensor(x, dtype=torch.float64))
     torch.testing.assert_close(
         torch.tensor(grad, dtype=torch.float64), sig * (1 - sig)
     )  # closed form
     _, _, relu_grad = curves["ReLU"]
-    assert relu_grad == [0.0] * 5 + [relu_grad[5]] + [1.0] * 5
+    assert relu_grad == [0.0] * 6 + [1.0] * 5  # torch's ReLU has derivative 0 at x = 0
+    _, _, leaky_grad = curves["Leaky ReLU (0.01)"]
+    assert leaky_grad == pytest.approx([0.01] * 6 + [1.0] * 5)
+    _, _, maxout_grad = curves["Maxout max(x, −x/2 + 1)"]  # the pieces cross at x = 2/3
+    assert maxout_grad == [-0.5] * 6 + [1.0] * 5
     numbers = activations.run(out, tiny=True)["blocked_fraction"]
     assert 0.3 < numbers["ReLU"]["Kaiming"] < 0.7  # about half the units are off
     assert (
         numbers["Leaky ReLU (0.01)"]["Kaiming"] == 0.0
         and numbers["ELU"]["Kaiming"] < numbers["ReLU"]["Kaiming"]
     )
-    assert numbers["Maxout (2 pieces)"]["Xavier"] == 0.0
+    # A measurement, not a definition (see test_maxout_gradient_ratio_matches_its_jacobian):
+    assert numbers["Maxout (2 pieces)"] == {"Xavier": 0.0, "Kaiming": 0.0}
     maxout = activations.Maxout(4, 3, pieces=2)
     x = torch.randn(5, 4)
     expected = torch.stack([maxout.linear(x)[:, 0::2], maxout.linear(x)[:, 1::2]]).amax(0)
     torch.testing.assert_close(maxout(x), expected)
+
+
+def test_blocked_threshold_is_clear_of_leaky_relus_slope(monkeypatch) -> None:
+    # Leaky ReLU's slope sits 10× above the threshold, not on it (rounding decided that at 1%).
+    assert activations.BLOCKED <= 0.01 / 10
+    # Slopes 10× below and 10× above the threshold: the first blocks exactly the units ReLU
+    # blocks in layer 1 (pre-activation ≤ 0, computed by hand from the same draws), the second
+    # none anywhere.
+    below, above = activations.BLOCKED / 10, activations.BLOCKED * 10
+    monkeypatch.setitem(activations.ELEMENTWISE, "below", lambda: torch.nn.LeakyReLU(below))
+    monkeypatch.setitem(activations.ELEMENTWISE, "above", lambda: torch.nn.LeakyReLU(above))
+    width, batch = 128, 16
+    ratios = activations.gradient_ratios(["ReLU", "below", "above"], "Kaiming", width, 3, batch, 0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, width, generator=generator)
+    weight = torch.empty(width, width).normal_(0.0, (2 / width) ** 0.5, generator=generator)
+    dead = x @ weight.T <= 0
+    assert 0.3 < float(dead.float().mean()) < 0.7
+    blocked = {name: ratio < activations.BLOCKED for name, ratio in ratios.items()}
+    assert torch.equal(blocked["ReLU"][0], dead) and torch.equal(blocked["below"][0], dead)
+    assert not blocked["above"].any()
+    torch.testing.assert_close(ratios["above"][0][dead], torch.full((int(dead.sum()),), above))
+
+
+def test_maxout_gradient_ratio_matches_its_jacobian() -> None:
+    torch.manual_seed(0)
+    layer = activations.Maxout(6, 5, pieces=2)
+    with torch.no_grad():  # piece 1 of every unit gets tiny weights: units it wins pass ~1e-4
+        layer.linear.weight.view(5, 2, 6)[:, 1] *= 1e-4
+    x = torch.randn(40, 6)
+    ratio, out = activations.maxout_gradient_ratio(layer, x)
+    torch.testing.assert_close(out, layer(x))
+    # Independently: the per-sample Jacobian ∂y_j/∂x of the module, over max_k ‖w_jk‖.
+    jacobian = torch.autograd.functional.jacobian(layer, x)  # (40, 5, 40, 6)
+    per_sample = jacobian.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (40, 5, 6)
+    largest = layer.linear.weight.detach().view(5, 2, 6).norm(dim=-1).amax(dim=-1)
+    torch.testing.assert_close(ratio, per_sample.norm(dim=-1) / largest)
+    # By hand: a unit is blocked exactly when its tiny piece wins.
+    tiny_wins = layer.pre_activations(x).argmax(dim=-1) == 1
+    assert 0.2 < float(tiny_wins.float().mean()) < 0.8
+    assert torch.equal(ratio < activations.BLOCKED, tiny_wins)
+
+
+def test_threads_restores_the_count_even_after_an_error() -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), common.threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    assert common.progress_bar(3, "test", "step", show=False).disable
 
 
 def test_lab_cli(tmp_path: Path, capsys) -> None:

@@ -44,19 +44,3 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = png_bytes(fig, dpi)
     return atomic_write(path, lambda handle: handle.write(data))
-
-
-class _FigureFactory:
-    """Transitional: the two pyplot calls the lab modules make, on pyplot-free figures."""
-
-    subplots = staticmethod(subplots)
-    figure = staticmethod(new_figure)
-
-    @staticmethod
-    def close(fig: Any) -> None:
-        """Nothing to release: the figure is not registered with pyplot."""
-
-
-def pyplot() -> _FigureFactory:
-    """Transitional stand-in for ``matplotlib.pyplot`` (``subplots`` only), backend untouched."""
-    return _FigureFactory()

@@ -7,14 +7,22 @@ with plain SGD over a range of learning rates. Also: a BN net's train-mode vs ev
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from normstyle.figures import pyplot, save_figure
-from normstyle.lab.common import accuracy, digits, train_epoch, write_numbers
+from normstyle.figures import save_figure, subplots
+from normstyle.lab.common import (
+    accuracy,
+    digits,
+    progress_bar,
+    threads,
+    train_epoch,
+    write_numbers,
+)
 from normstyle.normalize import fold_batch_norm
 
 LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -46,9 +54,15 @@ def lenet5(batch_norm: bool) -> nn.Sequential:
 
 
 def train(
-    batch_norm: bool, lr: float, epochs: int, seed: int, data
+    batch_norm: bool,
+    lr: float,
+    epochs: int,
+    seed: int,
+    data,
+    on_epoch: Callable[[], object] | None = None,
 ) -> tuple[nn.Sequential, dict[str, Any]]:
-    """Plain SGD, batch 64; the test accuracy after each epoch (a diverged net scores 10%)."""
+    """Plain SGD, batch 64; the test accuracy after each epoch (a diverged net scores 10%).
+    ``on_epoch`` is called after each epoch (the progress bar)."""
     x, y, x_test, y_test = data
     torch.manual_seed(seed)
     net = lenet5(batch_norm)
@@ -58,6 +72,8 @@ def train(
     for _ in range(epochs):
         train_epoch(net, optimizer, x, y, generator)
         accuracies.append(accuracy(net, x_test, y_test))
+        if on_epoch is not None:
+            on_epoch()
     return net, {
         "batch_norm": batch_norm,
         "lr": lr,
@@ -66,17 +82,26 @@ def train(
     }
 
 
-def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:
-    """The learning-rate sweep with and without BN, and the train/eval and folding checks."""
+def run(
+    out: Path, tiny: bool = False, seed: int = 0, progress: bool | None = None
+) -> dict[str, Any]:
+    """The learning-rate sweep with and without BN, and the train/eval and folding checks.
+    ``progress``: a bar with one tick per epoch (None: when stderr is a terminal)."""
     epochs = 2 if tiny else 15
     rates = (0.03, 1.0) if tiny else LEARNING_RATES
     data = digits(size=32, seed=seed)
     runs, nets = [], {}
-    for batch_norm in (False, True):
-        for lr in rates:
-            net, result = train(batch_norm, lr, epochs, seed, data)
-            runs.append(result)
-            nets[(batch_norm, lr)] = net
+    # One thread: LeNet-5 at batch 64 is too small to share between cores (see common.threads).
+    with (
+        threads(1),
+        progress_bar(2 * len(rates) * epochs, "lab bn", "epoch", progress) as bar,
+    ):
+        for batch_norm in (False, True):
+            for lr in rates:
+                bar.set_postfix_str(f"{'with' if batch_norm else 'without'} BN, lr {lr:g}")
+                net, result = train(batch_norm, lr, epochs, seed, data, lambda: bar.update(1))
+                runs.append(result)
+                nets[(batch_norm, lr)] = net
     highest = {
         ("with BN" if bn else "without BN"): max(
             (r["lr"] for r in runs if r["batch_norm"] == bn and r["final"] >= TRAINS), default=None
@@ -108,8 +133,7 @@ def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:
             name for name, m in folded.named_children() if isinstance(m, nn.Identity)
         ],
     }
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    fig, axes = subplots(1, 3, figsize=(16, 4))
     for ax, batch_norm in zip(axes[:2], (False, True)):
         for result in (r for r in runs if r["batch_norm"] == batch_norm):
             ax.plot(

@@ -9,14 +9,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from normstyle.figures import pyplot, save_figure
-from normstyle.lab.common import accuracy, digits, train_epoch, write_numbers
+from normstyle.figures import save_figure, subplots
+from normstyle.lab.common import (
+    accuracy,
+    digits,
+    progress_bar,
+    threads,
+    train_epoch,
+    write_numbers,
+)
 
 
 def plain_relu_net(
@@ -38,14 +46,25 @@ def plain_relu_net(
 
 
 def train(
-    depth: int, gain: float, epochs: int, seed: int, width: int = 64, lr: float = 0.01
+    depth: int,
+    gain: float,
+    epochs: int,
+    seed: int,
+    width: int = 64,
+    lr: float = 0.01,
+    on_epoch: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Train one net; the training loss after each epoch and the final test accuracy."""
+    """Train one net; the training loss after each epoch and the final test accuracy.
+    ``on_epoch`` is called after each epoch (the progress bar)."""
     x, y, x_test, y_test = digits(seed=seed)
     generator = torch.Generator().manual_seed(seed)
     net = plain_relu_net(depth, width, gain, generator)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    losses = [train_epoch(net, optimizer, x, y, generator) for _ in range(epochs)]
+    losses = []
+    for _ in range(epochs):
+        losses.append(train_epoch(net, optimizer, x, y, generator))
+        if on_epoch is not None:
+            on_epoch()
     return {
         "depth": depth,
         "variance": f"{gain:g}/n",
@@ -54,12 +73,20 @@ def train(
     }
 
 
-def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Train the four nets (``tiny``: fewer epochs) and plot their loss curves."""
+def run(
+    out: Path, tiny: bool = False, seed: int = 0, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train the four nets (``tiny``: fewer epochs) and plot their loss curves. ``progress``: a
+    bar with one tick per epoch (None: when stderr is a terminal)."""
     epochs = 4 if tiny else 30
-    runs = [train(depth, gain, epochs, seed) for depth in (22, 30) for gain in (1.0, 2.0)]
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    nets = [(depth, gain) for depth in (22, 30) for gain in (1.0, 2.0)]
+    runs = []
+    # One thread: width-64 layers are too small to share between cores (see common.threads).
+    with threads(1), progress_bar(len(nets) * epochs, "lab depth", "epoch", progress) as bar:
+        for depth, gain in nets:
+            bar.set_postfix_str(f"{depth} layers, Var[w] = {gain:g}/n")
+            runs.append(train(depth, gain, epochs, seed, on_epoch=lambda: bar.update(1)))
+    fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, depth in zip(axes, (22, 30)):
         for result in (r for r in runs if r["depth"] == depth):
             ax.plot(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from normstyle.figures import pyplot, save_figure
+from normstyle.figures import new_figure, save_figure
 from normstyle.lab.common import write_numbers
 
 
@@ -54,8 +54,7 @@ def run(out: Path, tiny: bool = False, seed: int = 0) -> dict[str, Any]:
             for name, mask in masks.items()
         },
     }
-    plt = pyplot()
-    fig = plt.figure(figsize=(16, 4.2))
+    fig = new_figure(figsize=(16, 4.2))
     n, c, h, w = shape
     for index, (name, mask) in enumerate(masks.items(), start=1):
         ax = fig.add_subplot(1, len(masks), index, projection="3d")
