@@ -18,6 +18,13 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def stylize_builtins(capsys, out: Path | str, *args: str) -> tuple[int, str, str]:
+    """``normstyle stylize builtin:grace_hopper builtin:swirls -o OUT ARGS…``"""
+    return run_cli(
+        capsys, "stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out), *args
+    )
+
+
 def test_help_and_version(capsys) -> None:
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0 and "stylize" in out and "weights" in out
@@ -145,18 +152,11 @@ def test_init_file_is_the_starting_image(capsys, tmp_path: Path) -> None:
     builtin_image("builtin:swirls").resize((256, 300)).save(init)  # the content's aspect
     out = tmp_path / "out.png"
     # One step of at most 1e-6 grey levels: the output is the start image, as the run saw it.
-    code, _, err = run_cli(
+    code, _, err = stylize_builtins(
         capsys,
-        "stylize",
-        "builtin:grace_hopper",
-        "builtin:swirls",
-        "-o",
-        str(out),
-        "--init",
-        str(init),
-        "--learning-rate",
-        "1e-6",
-        *["--size", "64", "--iterations", "1", "--no-progress", "--precision", "fp32"],
+        out,
+        *["--init", str(init), "--learning-rate", "1e-6", "--size", "64", "--iterations", "1"],
+        *["--no-progress", "--precision", "fp32"],
     )
     assert code == 0, err
     result = np.asarray(Image.open(out)).astype(float)
@@ -179,14 +179,8 @@ def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monk
         return real(model, prep, content_rgb, style_rgbs, *args, **kwargs)
 
     monkeypatch.setattr(transfer, "build_loss", spy)
-    code, _, err = run_cli(
-        capsys,
-        "stylize",
-        "builtin:grace_hopper",
-        "builtin:swirls",
-        "-o",
-        str(tmp_path / "o.png"),
-        *["--preserve-colors", "histogram", "--style-scale", "0.75", *TINY],
+    code, _, err = stylize_builtins(
+        capsys, tmp_path / "o.png", "--preserve-colors", "histogram", "--style-scale", "0.75", *TINY
     )
     assert code == 0, err
     from scipy.linalg import sqrtm
@@ -209,14 +203,8 @@ def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monk
 @pytest.mark.vgg
 def test_a_loss_that_is_not_finite_is_one_line(capsys, tmp_path: Path) -> None:
     out = tmp_path / "o.png"
-    code, _, err = run_cli(
-        capsys,
-        "stylize",
-        "builtin:grace_hopper",
-        "builtin:swirls",
-        "-o",
-        str(out),
-        *[*TINY, "--content-weight", "1e38", "--precision", "fp32"],
+    code, _, err = stylize_builtins(
+        capsys, out, *TINY, "--content-weight", "1e38", "--precision", "fp32"
     )
     assert code == 1 and "not finite at the start image" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
