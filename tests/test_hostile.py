@@ -111,8 +111,10 @@ def weights_file(path: Path, arch: str = "vgg11", metadata: dict | None = None, 
     ("metadata", "message"),
     [
         ({"normstyle": "{not json"}, "its 'normstyle' metadata is not valid JSON"),
-        ({"normstyle": "[1, 2]"}, "its 'normstyle' metadata is a JSON list, not an object"),
-        ({"normstyle": '{"preprocessing": 5}'}, "names no valid preprocessing"),
+        ({"normstyle": "[1, 2]"}, "its 'normstyle' metadata is an array, not a JSON object"),
+        ({"normstyle": "null"}, "its 'normstyle' metadata is null, not a JSON object"),
+        ({"normstyle": '{"preprocessing": 5}'}, "names an unknown preprocessing (5;"),
+        ({"normstyle": '{"preprocessing": "bogus"}'}, "names an unknown preprocessing ('bogus';"),
     ],
 )
 def test_bad_metadata_is_one_line_everywhere(
@@ -143,7 +145,9 @@ def test_a_quantised_table_shorter_than_its_indices(capsys, tmp_path: Path, phot
         ["stylize", str(photo), str(photo), "-o", out, "--weights", str(path), *TINY],
         ["stats", "--weights", str(path), "--images", str(tmp_path), "-o", str(tmp_path / "r")],
     ):
-        run_clean(capsys, tmp_path, argv, 1, "block1_conv1 indexes entry 200 of a table of 16")
+        run_clean(
+            capsys, tmp_path, argv, 1, f"{path}: quantised weights: block1_conv1 indexes entry 200"
+        )
 
 
 @pytest.mark.parametrize("value", [str(2**64), "-1", "1e3"])
@@ -208,9 +212,9 @@ def test_bad_weights_are_usage_errors_at_parse_time(capsys, tmp_path: Path, args
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--size", "16"], "the content image would be 16×12 px (--size 16)"),
-        (["--size", "64", "--scales", "3"], "the content image would be 16×12 px at level 1 of 3"),
-        (["--style-scale", "1e-9"], "the style image would be 1×1 px"),
+        (["--size", "16"], "photo.png would be 16×12 px (--size 16)"),
+        (["--size", "64", "--scales", "3"], "photo.png would be 16×12 px at level 1 of 3"),
+        (["--style-scale", "1e-9"], "photo.png would be 1×1 px"),
         (["--style-scale", "100"], "style_scale 100 is more than 8"),
         (["--size", "100000"], "needs about"),
     ],
@@ -233,14 +237,15 @@ def test_a_one_pixel_wide_image_is_named(capsys, tmp_path: Path, photo: Path) ->
         tmp_path,
         ["stylize", str(strip), str(photo), "-o", out, *TINY],
         2,
-        "the content image would be 1×64 px",
+        f"the content image {strip} would be 1×64 px (--size 64): the network needs at least 16"
+        " px on the short side; it needs --size 64000 or more",
     )
     run_clean(
         capsys,
         tmp_path,
         ["stylize", str(photo), str(strip), "-o", out, *TINY],
         2,
-        "the style image would be 1×64 px",
+        f"the style image {strip} would be 1×64 px",
     )
 
 
@@ -427,3 +432,145 @@ def test_a_signal_after_intermediates_says_what_was_kept(tmp_path: Path, sent, c
     assert "final output not written" in lines[0]
     assert not (tmp_path / "o.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+# --- found by an independent review ----------------------------------------------------------
+
+
+@pytest.mark.vgg
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_once_the_output_is_written_changes_nothing(tmp_path: Path, sent) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", "o.png", *TINY]
+    process = spawn(argv, tmp_path)
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "o.png").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for _ in range(20):  # during the summary, the return and the interpreter's shut-down
+        if process.poll() is not None:
+            break
+        process.send_signal(sent)
+        time.sleep(0.02)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert out.startswith("wrote o.png")
+
+
+@pytest.mark.vgg
+@pytest.mark.slow
+def test_a_summary_that_cannot_be_printed_is_a_warning(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "normstyle",
+        "stylize",
+        "builtin:grace_hopper",
+        "builtin:swirls",
+    ]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*command, "-o", "o.png", *TINY],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["normstyle: warning: could not print the results (No space left on device)"]
+    assert (tmp_path / "o.png").is_file()
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(
+        [*command, "-o", "p.png", *TINY], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\\xd7" in done.stdout  # "×" escaped, not a crash
+
+
+def test_lab_checks_every_output_and_leaves_no_partial_experiment(capsys, tmp_path: Path) -> None:
+    (tmp_path / "lab" / "norms.json").mkdir(parents=True)
+    started = time.perf_counter()
+    run_clean(
+        capsys, tmp_path, ["lab", "norms", "--tiny", "-o", str(tmp_path / "lab")], 1, "norms.json"
+    )
+    assert time.perf_counter() - started < 2  # before the experiment, not after it
+
+
+def test_an_interrupted_lab_leaves_nothing(capsys, tmp_path: Path, monkeypatch) -> None:
+    from normstyle import lab
+
+    def interrupted(out: Path, tiny: bool, seed: int):
+        (out / "norms.png").write_bytes(b"half of an experiment")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(lab.EXPERIMENTS, "norms", interrupted)
+    out = tmp_path / "new" / "lab"
+    assert main(["lab", "norms", "-o", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert files_in(tmp_path) == {"new"}  # its parent is a user's choice; lab itself is gone
+
+
+@pytest.mark.vgg
+def test_stats_interrupted_while_writing_leaves_no_folder(capsys, tmp_path, monkeypatch) -> None:
+    import normstyle.report as report
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(images / "a.png")
+
+    def interrupted(items):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "atomic_write_many", interrupted)
+    out = tmp_path / "r"
+    code = main(["stats", "--images", str(images), "--size", "32", "--no-progress", "-o", str(out)])
+    assert code == 130 and not out.exists()
+    capsys.readouterr()
+
+
+@pytest.mark.vgg
+def test_stats_names_and_does_not_count_skipped_images(capsys, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(images / "good.png")
+    (images / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    out = tmp_path / "r"
+    assert main(["stats", "--images", str(images), "--size", "32", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped: " in printed and "bad.jpg" in printed
+    meta = json.loads((out / "stats.json").read_text())
+    assert meta["images"] == 1 and meta["skipped"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--style-layers", "relu1_1:0", "--content-weight", "0"], "nothing to optimise"),
+        (["--iterations", "99999999999999999999"], "more than 1,000,000 iterations"),
+    ],
+)
+def test_options_that_cannot_mean_anything(capsys, tmp_path: Path, args, message) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(tmp_path / "o.png")]
+    run_clean(capsys, tmp_path, [*argv, "--size", "32", "--no-progress", *args], 2, message)
+
+
+def test_the_output_may_not_overwrite_an_input(capsys, tmp_path: Path, photo: Path) -> None:
+    before = photo.read_bytes()
+    argv = ["stylize", str(photo), "builtin:swirls", "-o", str(photo), *TINY]
+    run_clean(capsys, tmp_path, argv, 2, "is one of the input images")
+    assert photo.read_bytes() == before
+
+
+def test_folder_tools_refuse_a_size_no_image_could_have(capsys, tmp_path: Path) -> None:
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    argv = ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--size", "100000"]
+    run_clean(capsys, tmp_path, argv, 2, "--size 100000: a 100000×100000 px image alone")
+
+
+def test_empty_names_are_not_the_current_folder(capsys, tmp_path: Path) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls"]
+    run_clean(capsys, tmp_path, [*argv, "-o", "", *TINY], 2, "the output file name is empty")
+    out = str(tmp_path / "o.png")
+    run_clean(capsys, tmp_path, [*argv, "-o", out, "--init", "", *TINY], 1, "file name is empty")

@@ -244,7 +244,8 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
     result = run("builtin:grace_hopper", "builtin:swirls", options, output=tmp_path / "o.png")
     assert len(result.losses) == 7 and result.image.size == (55, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o_2.png", "o_4.png", "o_6.png"]
-    with pytest.raises(OptionError, match=r"content image would be 7×8 px at level 1 of 4"):
+    message = r"builtin:grace_hopper would be 7×8 px at level 1 of 4 \(--size 8\).*--size 152 or"
+    with pytest.raises(OptionError, match=message):
         run("builtin:grace_hopper", "builtin:swirls", StyleOptions(size=64, scales=4))
 
 

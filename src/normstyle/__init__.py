@@ -7,7 +7,8 @@ The public names are imported on first use (PEP 562), so that ``import normstyle
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing's own constant, without importing typing at start-up
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from normstyle.weights import WEIGHT_SOURCES, get_weights
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

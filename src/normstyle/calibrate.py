@@ -43,12 +43,21 @@ def image_files(folder: str | os.PathLike[str], limit: int | None = None) -> lis
 MIN_SHORT_SIDE = 32
 
 
-def check_short_side(size: int) -> None:
-    """Raise :class:`OptionError` unless ``size`` is a usable short side for VGG."""
+def check_short_side(size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise :class:`OptionError` unless ``size`` is a usable short side for VGG.
+
+    A square image of that short side is the smallest any file can become; if that alone is
+    over ``max_pixels`` no image of the folder could be used, so the option is refused up front.
+    """
     if not isinstance(size, int) or size < MIN_SHORT_SIDE:
         raise OptionError(
             f"--size {size}: the short side must be at least {MIN_SHORT_SIDE} px"
             " (VGG's five 2×2 poolings)"
+        )
+    if size * size > max_pixels:
+        raise OptionError(
+            f"--size {size}: a {size}×{size} px image alone is more than the limit of"
+            f" {max_pixels} pixels (memory and decoder limit); use a smaller --size"
         )
 
 
@@ -66,13 +75,25 @@ def image_batches(
     with the network. The thread touches no torch op: a second OpenMP team beside the network's
     costs more than it saves (measured). Unreadable files, and images too large once resized
     for the memory available (``bytes_per_pixel`` of a forward pass), are skipped and named in
-    ``skipped``; if no file at all can be used, :class:`InputError` says why.
+    ``skipped``; if no file at all can be used, :class:`InputError` says why. A ``size`` no image
+    could have is refused here, before the first image is read.
     """
-    check_short_side(size)
     memory_limit = max_forward_pixels(bytes_per_pixel)
     max_pixels = (
         DEFAULT_MAX_PIXELS if memory_limit is None else min(DEFAULT_MAX_PIXELS, memory_limit)
     )
+    check_short_side(size, max_pixels)
+    return _stream(files, prep, size, skipped, prefetch, max_pixels)
+
+
+def _stream(
+    files: Sequence[Path],
+    prep: Preprocessing,
+    size: int,
+    skipped: list[str] | None,
+    prefetch: int,
+    max_pixels: int,
+) -> Iterator[torch.Tensor]:
     done = object()
     buffer: queue.Queue[object] = queue.Queue(maxsize=prefetch)
     stop = threading.Event()

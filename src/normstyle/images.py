@@ -52,6 +52,8 @@ def read_image(source: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
         raise TypeError(f"an image file name must be a str or a path, not {type(source).__name__}")
     if is_builtin(source):
         return builtin_image(str(source))
+    if not str(source):
+        raise InputError("an image file name is empty")
     path = Path(source)
     try:
         with open_regular_file(path) as handle:
@@ -185,6 +187,8 @@ def resize_short_side(
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
     """Fail early (before any long computation) if ``path`` cannot be written as an image."""
+    if not str(path):
+        raise OptionError("the output file name is empty")
     path = Path(path)
     if path.suffix.lower() not in SAVE_FORMATS:
         raise OptionError(
@@ -199,6 +203,8 @@ def check_target(path: str | os.PathLike[str]) -> Path:
     writable (tried by creating a file there: permission bits do not stop root, /proc does), or
     ``path`` is a directory or some other non-regular file."""
     path = Path(path)
+    if not str(path):
+        raise OptionError("an output file name is empty")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{path}: folder {parent} does not exist")
@@ -206,18 +212,27 @@ def check_target(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"{path}: is a directory")
     if path.exists() and not path.is_file():
         raise InputError(f"{path}: exists and is not a regular file")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as error:
-        raise InputError(f"{path}: cannot write in {parent} ({error.strerror or error})") from None
+    reason = _unwritable(parent)
+    if reason:
+        raise InputError(f"{path}: cannot write in {parent} ({reason})")
     return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (tried, then removed), or None."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".normstyle-", suffix=".probe"):
+            return None
+    except OSError as error:
+        return str(error.strerror or error)
 
 
 def check_folder(folder: str | os.PathLike[str], create: bool = False) -> Path:
     """Check that files can be written in ``folder``: if it exists, in it; else in its nearest
     existing ancestor, where it could be created. ``create`` makes it (with its parents)."""
     folder = Path(folder)
+    if not str(folder):
+        raise OptionError("an output folder name is empty")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if create:
@@ -233,7 +248,10 @@ def check_folder(folder: str | os.PathLike[str], create: bool = False) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"{folder}: cannot be created, {existing} is not a folder")
-    check_target(existing / ".normstyle-write-check")
+    reason = _unwritable(existing)
+    if reason:
+        where = "" if existing == folder else f" (in {existing})"
+        raise InputError(f"{folder}: cannot write there{where} ({reason})")
     return folder
 
 

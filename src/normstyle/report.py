@@ -118,14 +118,21 @@ def write_report(
     reports: dict[str, list[LayerSummary]], folder: str | Path, meta: dict[str, Any]
 ) -> list[Path]:
     """``stats.json``, ``stats.md`` and the figures in ``folder`` (created if needed): all of
-    them, or none."""
-    folder = check_folder(folder, create=True)
+    them, or none — and no folder left behind by a failed or interrupted write."""
+    folder = Path(folder)
     payload = {**meta, "reports": {k: [asdict(r) for r in rows] for k, rows in reports.items()}}
     contents = {
         "stats.json": json.dumps(payload, indent=1).encode(),
         "stats.md": "\n".join(markdown(rows, title) for title, rows in reports.items()).encode(),
         **figures(reports),
     }
-    return atomic_write_many(
-        [(folder / name, lambda h, data=data: h.write(data)) for name, data in contents.items()]
-    )
+    created = not folder.exists()
+    check_folder(folder, create=True)
+    try:
+        return atomic_write_many(
+            [(folder / name, lambda h, data=data: h.write(data)) for name, data in contents.items()]
+        )
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise

@@ -216,7 +216,7 @@ def _torch_load(path: Path) -> Mapping[str, torch.Tensor]:
             ) from None
         except Exception as error:  # zip and pickle errors come in many types
             raise InputError(
-                f"{path}: not a loadable weights file ({type(error).__name__}:"
+                f"{path}: damaged, truncated or not a weights file ({type(error).__name__}:"
                 f" {_first_line(error)})"
             ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
@@ -254,12 +254,16 @@ def file_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
     except (json.JSONDecodeError, TypeError):
         raise InputError(f"{path}: its 'normstyle' metadata is not valid JSON") from None
     if not isinstance(info, dict):
-        raise InputError(
-            f"{path}: its 'normstyle' metadata is a JSON {type(info).__name__}, not an object"
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(info), "a number"
         )
+        raise InputError(f"{path}: its 'normstyle' metadata is {kind}, not a JSON object")
     preprocessing = info.get("preprocessing")
-    if preprocessing is not None and not isinstance(preprocessing, str):
-        raise InputError(f"{path}: its metadata names no valid preprocessing ({preprocessing!r})")
+    if preprocessing is not None and preprocessing not in PREPROCESSINGS:
+        raise InputError(
+            f"{path}: its metadata names an unknown preprocessing ({preprocessing!r}; known:"
+            f" {', '.join(PREPROCESSINGS)})"
+        )
     return info
 
 
@@ -306,13 +310,16 @@ def source_from_file(path: str | Path, preprocessing: str | None = None) -> Weig
     if not path.exists():
         raise InputError(f"{path}: no such weights file")
     raw, metadata = read_weights_file(path)
-    naming, arch, head = detect_layout(list(raw))
-    if naming == "quantized":
-        state = decode_quantized(raw)
-    elif naming == "torchvision":
-        state = from_torchvision_names(raw, arch, head)
-    else:
-        state = dict(raw)
+    try:
+        naming, arch, head = detect_layout(list(raw))
+        if naming == "quantized":
+            state = decode_quantized(raw)
+        elif naming == "torchvision":
+            state = from_torchvision_names(raw, arch, head)
+        else:
+            state = dict(raw)
+    except InputError as error:  # name the file in the layout's messages
+        raise InputError(f"{path}: {error}") from None
     check_finite(state, str(path))
     info = file_metadata(path, metadata)
     chosen = preprocessing or info.get("preprocessing")

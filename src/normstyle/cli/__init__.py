@@ -9,6 +9,7 @@ NORMSTYLE_DEBUG=1 for tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -56,19 +57,23 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``normstyle`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+def main(argv: Sequence[str] | None = None, pending: list[int] | None = None) -> int:
+    """Run ``normstyle`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    ``pending``: signals noted before this call (by the console entry point), acted on here.
+    """
     command = "normstyle"
-    pending: list[int] = []
+    pending = [] if pending is None else pending
     # While torch and the rest are imported, Ctrl-C and SIGTERM are only noted: an exception
     # raised inside torch's C++ initialisers aborts the process (pybind11's "terminate called").
     previous_int = _set_handler(signal.SIGINT, lambda signum, _frame: pending.append(signum))
     previous_term = _set_handler(signal.SIGTERM, lambda signum, _frame: pending.append(signum))
+    _tolerant_stdout()
     try:
         try:
             parser = make_parser()
         finally:
-            _set_handler(signal.SIGINT, previous_int)
+            _set_handler(signal.SIGINT, signal.default_int_handler)
             _set_handler(signal.SIGTERM, _raise_terminated)
         if pending:
             raise Terminated() if pending[-1] == signal.SIGTERM else KeyboardInterrupt()
@@ -90,7 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: {what}; {detail}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
+        _set_handler(signal.SIGINT, previous_int)
         _set_handler(signal.SIGTERM, previous_term)
+
+
+def _tolerant_stdout() -> None:
+    """Characters the terminal cannot show (×, μ in tables) are escaped, not a crash."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            reconfigure(errors="backslashreplace")
 
 
 def _run(args: argparse.Namespace, command: str) -> int:

@@ -3,10 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 from normstyle.errors import OptionError
+
+
+@contextlib.contextmanager
+def final_write(finish: bool = True) -> Iterator[None]:
+    """Around the writing of a command's results: Ctrl-C and SIGTERM wait until the files are
+    in place (never half a set of them), and with ``finish`` the command then completes (its
+    summary printed, exit 0) rather than report an interruption that lost nothing.
+    ``normstyle.cli.main`` restores the handlers when the command returns."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        blocked = True
+    except (AttributeError, ValueError, OSError):  # not POSIX, or not the main thread
+        blocked = False
+    written = False
+    try:
+        yield
+        written = True
+    finally:
+        if written and finish:
+            for signum in signals:
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signum, signal.SIG_IGN)  # pending ones are dropped
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+
+
+_stdout_failed: list[str] = []
+
+
+def say(*values: object, sep: str = " ", end: str = "\n") -> None:
+    """``print`` for results on stdout. If stdout cannot take them (full disk, closed pipe),
+    the work that produced them is still done: one warning on stderr, and no error exit."""
+    try:
+        print(*values, sep=sep, end=end, flush=True)
+    except (OSError, ValueError) as error:
+        if not _stdout_failed:
+            _stdout_failed.append(str(error))
+            reason = getattr(error, "strerror", None) or error
+            print(f"normstyle: warning: could not print the results ({reason})", file=sys.stderr)
 
 
 class OneLineParser(argparse.ArgumentParser):

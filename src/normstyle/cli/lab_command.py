@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
-from normstyle.cli.common import seed
-from normstyle.images import check_folder
-from normstyle.lab import EXPERIMENTS
+from normstyle.cli.common import final_write, say, seed
+from normstyle.images import check_folder, check_target
+from normstyle.lab import EXPERIMENTS, OUTPUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,14 +30,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle(args: argparse.Namespace) -> int:
-    """Run the chosen experiments."""
-    out = check_folder(args.output)  # before the experiments, not after them
+    """Run the chosen experiments. Every output is checked before any work; each experiment
+    writes into a hidden staging folder and its files are moved into place together, so a
+    failure or Ctrl-C leaves no partial experiment behind (nor a folder this run created)."""
+    out = Path(args.output)
     chosen = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
-    for name in chosen:
-        start = time.perf_counter()
-        EXPERIMENTS[name](out, args.tiny, args.seed)
-        print(
-            f"lab {name}: wrote {out}/{name}*.png and {out}/{name}.json"
-            f" ({time.perf_counter() - start:.1f} s)"
-        )
+    check_folder(out)
+    if out.is_dir():
+        for name in chosen:
+            for file_name in OUTPUTS[name]:
+                check_target(out / file_name)
+    created = not out.exists()
+    check_folder(out, create=True)
+    try:
+        for name in chosen:
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory(dir=out, prefix=f".lab-{name}-") as staging:
+                EXPERIMENTS[name](Path(staging), args.tiny, args.seed)
+                with final_write(finish=False):  # an experiment's files move together
+                    for path in sorted(Path(staging).iterdir()):
+                        os.replace(path, out / path.name)
+            say(
+                f"lab {name}: wrote {out}/{name}*.png and {out}/{name}.json"
+                f" ({time.perf_counter() - start:.1f} s)"
+            )
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return 0

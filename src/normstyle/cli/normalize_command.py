@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from normstyle.calibrate import calibrate, image_batches, image_files, measure_means
-from normstyle.cli.common import positive_int, require, short_side
+from normstyle.cli.common import final_write, positive_int, require, say, short_side
 from normstyle.errors import InputError, OptionError
 from normstyle.netfile import check_network_targets, save_network, sidecar_path
 from normstyle.normalize import FilterMeans, check_means, compare_methods, normalize
@@ -98,11 +98,12 @@ def handle(args: argparse.Namespace) -> int:
         "method": args.method,
         "preprocessing": source.preprocessing.name,
     }
-    save_network(model, output, meta)
+    with final_write():
+        save_network(model, output, meta)
     print_calibration(means, after)
     for message in skipped:
-        print(f"skipped: {message}")
-    print(
+        say(f"skipped: {message}")
+    say(
         f"wrote {output} and {sidecar_path(output)} ({means.images} images,"
         f" {sum(len(d) for d in means.dead().values())} dead filters"
         + (
@@ -117,7 +118,7 @@ def handle(args: argparse.Namespace) -> int:
 def print_calibration(means: FilterMeans, after: FilterMeans | None) -> None:
     """The per-layer table: means before, and |μ − 1| after normalisation."""
     checks = {row.layer: row for row in check_means(after, means.dead())} if after else {}
-    print(
+    say(
         f"{'layer':<9}{'filters':>8}{'dead':>6}{'μ min':>11}{'μ median':>11}{'μ max':>11}"
         f"{'max |μ−1| after':>17}"
     )
@@ -125,7 +126,7 @@ def print_calibration(means: FilterMeans, after: FilterMeans | None) -> None:
         live = mu[mu > 0]
         live = live if live.numel() else mu
         check = f"{checks[name].max_error:>17.2e}" if name in checks else f"{'—':>17}"
-        print(
+        say(
             f"{name:<9}{mu.numel():>8}{int((mu == 0).sum()):>6}{float(live.min()):>11.4g}"
             f"{float(live.median()):>11.4g}{float(live.max()):>11.4g}{check}"
         )
@@ -154,13 +155,13 @@ def verify(args: argparse.Namespace) -> int:
         args.progress,
         "verify",
     )
-    print(f"{len(files) - len(skipped)} images, short side {args.size}, pooling {pooling}")
-    print(
+    say(f"{len(files) - len(skipped)} images, short side {args.size}, pooling {pooling}")
+    say(
         f"{'layer':<9}{'filters':>8}{'dead':>6}{'median |μ−1|':>14}"
         f"{'p95 |μ−1|':>12}{'max |μ−1|':>12}"
     )
     for row in check_means(means, dead):
-        print(
+        say(
             f"{row.layer:<9}{row.filters:>8}{row.dead:>6}{row.median_error:>14.3g}"
             f"{row.p95_error:>12.3g}{row.max_error:>12.3g}"
         )
@@ -196,10 +197,10 @@ def compare(args: argparse.Namespace) -> int:
     # Three networks side by side, every conv and ReLU output of each kept: ~9 kB per pixel.
     batches = image_batches(files, source.preprocessing, args.size, bytes_per_pixel=9000)
     rows = compare_methods(model, means, batches)
-    print(f"{len(files)} images; error = ‖net − original/μ‖ / ‖original/μ‖ after each ReLU")
-    print(f"{'layer':<9}{'cascade error':>15}{'naive error':>13}{'naive ReLU flips':>18}")
+    say(f"{len(files)} images; error = ‖net − original/μ‖ / ‖original/μ‖ after each ReLU")
+    say(f"{'layer':<9}{'cascade error':>15}{'naive error':>13}{'naive ReLU flips':>18}")
     for row in rows:
-        print(
+        say(
             f"{row.layer:<9}{row.cascade_error:>15.2e}{row.naive_error:>13.3g}{row.naive_flips:>17.2%}"
         )
     return 0

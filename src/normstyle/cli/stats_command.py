@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from normstyle.calibrate import image_batches, image_files, measure_means
-from normstyle.cli.common import positive_int, short_side
+from normstyle.cli.common import final_write, positive_int, say, short_side
 from normstyle.diagnostics import activation_report
 from normstyle.normalize import normalize
 from normstyle.report import check_report_folder, markdown, write_report
@@ -54,15 +54,11 @@ def handle(args: argparse.Namespace) -> int:
     files = image_files(args.images, args.limit)
     layers = [part.strip() for part in args.layers.split(",") if part.strip()]
     model = source.build(pooling=args.pooling)
-    reports = {
-        source.id: activation_report(
-            model,
-            image_batches(
-                files, source.preprocessing, args.size, bytes_per_pixel=STATS_BYTES_PER_PIXEL
-            ),
-            layers,
-        )
-    }
+    skipped: list[str] = []
+    batches = image_batches(
+        files, source.preprocessing, args.size, skipped, bytes_per_pixel=STATS_BYTES_PER_PIXEL
+    )
+    reports = {source.id: activation_report(model, batches, layers)}
     if args.compare == "normalized":
         shipped = WEIGHT_SOURCES.get(f"{source.id}-normalized")
         if shipped is not None:
@@ -76,12 +72,16 @@ def handle(args: argparse.Namespace) -> int:
         reports[label] = activation_report(normalized, batches, layers)
     meta = {
         "weights": source.id,
-        "images": len(files),
+        "images": len(files) - len(skipped),
+        "skipped": len(skipped),
         "short_side": args.size,
         "pooling": args.pooling,
     }
-    paths = write_report(reports, args.output, meta)
+    with final_write():
+        paths = write_report(reports, args.output, meta)
     for title, rows in reports.items():
-        print(markdown(rows, title))
-    print("wrote " + ", ".join(str(p) for p in paths))
+        say(markdown(rows, title))
+    for message in skipped:
+        say(f"skipped: {message}")
+    say("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import typing
 from collections.abc import Iterator
@@ -14,12 +15,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from normstyle.builtin_images import is_builtin
 from normstyle.cli.common import (
+    final_write,
     float_list,
     layer_weights,
     non_negative_float,
     positive_float,
     positive_int,
+    say,
     seed,
 )
 from normstyle.errors import OptionError
@@ -130,6 +134,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(handler=handle)
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def optimiser_log(verbose: bool) -> Iterator[None]:
     """Route the library's log (logger ``normstyle``: steps the optimiser's guard rejected) to
@@ -157,6 +168,10 @@ def handle(args: argparse.Namespace) -> int:
     options = StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
     # Fail before the long part, not after it: the output and every intermediate image.
     output = check_output_path(args.output)
+    inputs = [args.content, *args.styles, options.init]
+    for source in inputs:
+        if not is_builtin(source) and Path(source).exists() and _same_file(output, source):
+            raise OptionError(f"-o {output} is one of the input images: choose another name")
     for path in intermediate_paths(options, output):
         if path.exists():
             raise OptionError(
@@ -170,9 +185,10 @@ def handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:
         stop.kept = list(written)  # type: ignore[attr-defined]  # main() reports them
         raise
-    save_image(result.image, output)
+    with final_write():
+        save_image(result.image, output)
     width, height = result.image.size
-    print(
+    say(
         f"wrote {output} ({width}×{height}, {sum(options.level_iterations())} iterations,"
         f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
         f" loss {result.final['total']:.4g})"

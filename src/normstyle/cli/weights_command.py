@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from normstyle.cli.common import say
 from normstyle.models import VGG
 from normstyle.weights import (
     WEIGHT_SOURCES,
@@ -47,7 +48,7 @@ def list_sources(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
     return 0
 
 
@@ -55,15 +56,15 @@ def show_file_contents(source: WeightSource) -> int:
     """A local file: the tensors it holds (decoded, in our naming), then whether they fit the
     architecture its layer names suggest — what is in the file, not what should be."""
     state = source.load_state_dict()
-    print(f"\n{'tensor':<16} {'shape':<20} {'dtype':<9} {'values':>12}")
+    say(f"\n{'tensor':<16} {'shape':<20} {'dtype':<9} {'values':>12}")
     for key, value in state.items():
         shape = "×".join(map(str, value.shape)) or "scalar"
         dtype = str(value.dtype).removeprefix("torch.")
-        print(f"{key:<16} {shape:<20} {dtype:<9} {value.numel():>12,}")
-    print(f"{'total':<16} {'':<20} {'':<9} {sum(v.numel() for v in state.values()):>12,}")
+        say(f"{key:<16} {shape:<20} {dtype:<9} {value.numel():>12,}")
+    say(f"{'total':<16} {'':<20} {'':<9} {sum(v.numel() for v in state.values()):>12,}")
     # Raises InputError (exit 1, one line) naming the first tensor that does not fit.
     load_into(VGG(source.arch, head=source.has_head), state, source=source.id)
-    print(f"fits {source.arch}" + (" with classifier head" if source.has_head else ""))
+    say(f"fits {source.arch}" + (" with classifier head" if source.has_head else ""))
     return 0
 
 
@@ -79,24 +80,24 @@ def show_source(args: argparse.Namespace) -> int:
         sha = f"{file_sha256(local)} (of the cached file)"
     else:
         sha = f"{source.meta.get('sha256_prefix', '?')}… (prefix, checked on download)"
-    print(f"id:            {source.id}")
-    print(f"architecture:  {source.arch}" + (" with classifier head" if source.has_head else ""))
-    print(f"description:   {source.description}")
-    print(f"origin:        {source.origin}")
-    print(f"offline:       {'yes, ' + str(local) if offline else 'no (downloaded on first use)'}")
-    print(f"sha256:        {sha}")
-    print(
+    say(f"id:            {source.id}")
+    say(f"architecture:  {source.arch}" + (" with classifier head" if source.has_head else ""))
+    say(f"description:   {source.description}")
+    say(f"origin:        {source.origin}")
+    say(f"offline:       {'yes, ' + str(local) if offline else 'no (downloaded on first use)'}")
+    say(f"sha256:        {sha}")
+    say(
         f"preprocessing: {prep.name}: {prep.channel_order}, 0–{prep.scale:g},"
         f" mean {list(prep.mean)}, std {list(prep.std)}"
     )
     for key, value in source.meta.items():
         if key not in ("sha256_prefix", "means", "dead", "positions"):
-            print(f"{key + ':':<15}{value}")
+            say(f"{key + ':':<15}{value}")
     if source.id not in WEIGHT_SOURCES:
         return show_file_contents(source)
     table = parameter_table(source)
-    print(f"\n{'layer':<8} {'weight shape':<20} {'parameters':>12}")
+    say(f"\n{'layer':<8} {'weight shape':<20} {'parameters':>12}")
     for name, shape, count in table:
-        print(f"{name:<8} {'×'.join(map(str, shape)):<20} {count:>12,}")
-    print(f"{'total':<8} {'':<20} {sum(row[2] for row in table):>12,}")
+        say(f"{name:<8} {'×'.join(map(str, shape)):<20} {count:>12,}")
+    say(f"{'total':<8} {'':<20} {sum(row[2] for row in table):>12,}")
     return 0

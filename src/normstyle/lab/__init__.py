@@ -10,6 +10,15 @@ from typing import Any
 
 from normstyle.lab import activations, bn, depth, init, norms
 
+# The files each experiment writes (checked before it runs, moved into place together after).
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "init": ("init_layers.png", "init_histograms.png", "init.json"),
+    "depth": ("depth.png", "depth.json"),
+    "bn": ("bn.png", "bn.json"),
+    "norms": ("norms.png", "norms.json"),
+    "activations": ("activations.png", "activations.json"),
+}
+
 EXPERIMENTS: dict[str, Callable[[Path, bool, int], dict[str, Any]]] = {
     "init": init.run,
     "depth": depth.run,

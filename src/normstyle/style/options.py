@@ -21,6 +21,8 @@ def _option(default: Any = None, help: str = "", factory: Any = None) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+# More iterations than this are a typo, not a plan (a 64 px iteration takes ~0.05 s).
+MAX_ITERATIONS = 1_000_000
 # A style image larger than this multiple of the output only adds upsampled pixels (and memory:
 # --style-scale 100 once asked for a 6400 px style image beside a 64 px output).
 MAX_STYLE_SCALE = 8.0
@@ -144,6 +146,14 @@ class StyleOptions:
                     )
         if not self.content_layers and not self.style_layers:
             raise OptionError("no content and no style layers: nothing to optimise")
+        content_total = self.content_weight * sum(self.content_layers.values())
+        style_total = (1.0 if self.style_weight is None else self.style_weight) * sum(
+            self.style_layers.values()
+        )
+        if content_total == 0 and style_total == 0:
+            raise OptionError("every content and style weight is 0: nothing to optimise")
+        if self.iterations > MAX_ITERATIONS or (self.coarse_iterations or 0) > MAX_ITERATIONS:
+            raise OptionError(f"more than {MAX_ITERATIONS:,} iterations per level")
         if self.style_blend is not None:
             for weight in self.style_blend:
                 if not _finite_number(weight):

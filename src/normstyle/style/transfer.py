@@ -3,6 +3,7 @@ pixels with L-BFGS (or Adam), in the network's input space; optionally coarse-to
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -86,6 +87,7 @@ def run(
     runtime = resolve_runtime(options.device, options.precision)
     # Decode each file once (before the network loads, so a bad image fails fast); every
     # coarse-to-fine level resizes from the decoded image.
+    content_source, style_sources = content, styles
     content = decoded(content)
     styles = [decoded(s) for s in styles]
     init = options.init if options.init in ("noise", "content") else decoded(options.init)
@@ -94,7 +96,11 @@ def run(
     layer_names = vgg_layer_names(weights.arch)
     check_names([*options.content_layers, *options.style_layers], layer_names)
     # Every level's images are checked (size, memory) before the network is built.
-    levels = plan_levels(options, content, styles, layer_names, runtime)
+    names = [_name(content_source, "the content image")] + [
+        _name(source, "the style image" if len(styles) == 1 else f"style image {number}")
+        for number, source in enumerate(style_sources, start=1)
+    ]
+    levels = plan_levels(options, content, styles, layer_names, runtime, names)
     model = weights.build(pooling=options.pooling)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     prep = weights.preprocessing
@@ -173,12 +179,19 @@ def plan_levels(
     styles: Sequence[Image.Image | torch.Tensor],
     layer_names: Sequence[str],
     runtime: Runtime | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Level]:
     """The levels of a run, each checked before any work: every image's short side at every
     level reaches the deepest layer used, and (on the CPU) each level fits in memory.
 
-    Raises :class:`OptionError` naming the image, the level and the option to change.
+    ``names``: how messages call the content and style images (default: by role). Raises
+    :class:`OptionError` naming the image, the level and the option to change.
     """
+    if names is None:
+        names = ["the content image"] + [
+            "the style image" if len(styles) == 1 else f"style image {n}"
+            for n in range(1, len(styles) + 1)
+        ]
     minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layers])
     levels = []
     count = options.scales
@@ -189,29 +202,45 @@ def plan_levels(
         style_size = max(1, round(size * options.style_scale))
         width, height = scaled_size(image_size(content), long_side=size)
         if min(width, height) < minimum:
+            needed = _long_side_for(image_size(content), minimum) << (count - index)
             raise OptionError(
-                f"the content image would be {width}×{height} px{where} (--size {size}): the"
-                f" network needs at least {minimum} px on the short side; raise --size"
-                + (" or lower --scales" if count > 1 else "")
+                f"{names[0]} would be {width}×{height} px{where} (--size {size}): the network"
+                f" needs at least {minimum} px on the short side; it needs --size {needed} or more"
+                + (" (or fewer --scales)" if count > 1 else "")
             )
         target_pixels = width * height
         for number, style in enumerate(styles, start=1):
             style_width, style_height = scaled_size(image_size(style), long_side=style_size)
             if min(style_width, style_height) < minimum:
-                name = "the style image" if len(styles) == 1 else f"style image {number}"
+                needed = _long_side_for(image_size(style), minimum)
                 raise OptionError(
-                    f"{name} would be {style_width}×{style_height} px{where} (--size {size} ×"
-                    f" --style-scale {options.style_scale:g}): the network needs at least"
-                    f" {minimum} px on the short side; raise --style-scale or --size"
+                    f"{names[number]} would be {style_width}×{style_height} px{where} (--size"
+                    f" {size} × --style-scale {options.style_scale:g}): the network needs at"
+                    f" least {minimum} px on the short side; it needs a style size (--size ×"
+                    f" --style-scale) of {needed} px or more"
                 )
             target_pixels = max(target_pixels, style_width * style_height)
         if runtime is None or runtime.device.type == "cpu":  # the model is of host memory
             precision = runtime.precision if runtime is not None else "fp32"
             history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
-            needed = stylization_bytes(width * height, target_pixels, history, precision)
-            check_fits(needed, f"a {width}×{height} px output" + where)
+            needed_bytes = stylization_bytes(width * height, target_pixels, history, precision)
+            check_fits(needed_bytes, f"a {width}×{height} px output" + where)
         levels.append(Level(size, style_size, iterations))
     return levels
+
+
+def _long_side_for(size: tuple[int, int], short: int) -> int:
+    """The smallest long side that gives an image of this aspect a short side of ``short``."""
+    width, height = size
+    long_side = math.ceil(short * max(width, height) / min(width, height))
+    while min(scaled_size(size, long_side=long_side)) < short:  # rounding
+        long_side += 1
+    return long_side
+
+
+def _name(source: object, role: str) -> str:
+    """How messages call an image: its role, and its file name where it has one."""
+    return f"{role} {source}" if isinstance(source, (str, Path)) else role
 
 
 def _blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
