@@ -19,10 +19,12 @@ import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from common import DATA, table, timed, write_results
-from normstyle.calibrate import image_files, measure_means
-from normstyle.images import read_image, resize_short_side
-from normstyle.preprocessing import image_to_rgb
-from normstyle.weights import get_weights
+from normstyle.io.decode import decoded
+from normstyle.io.folders import image_files
+from normstyle.io.resize import fit
+from normstyle.io.tensors import as_tensor
+from normstyle.normalization.calibrate import measure_means
+from normstyle.registry import get_weights
 
 
 def straightforward(files, size: int) -> dict[str, torch.Tensor]:
@@ -33,9 +35,7 @@ def straightforward(files, size: int) -> dict[str, torch.Tensor]:
     counts: dict[str, int] = {}
     with torch.no_grad():
         for path in files:
-            x = source.preprocessing.from_rgb(
-                image_to_rgb(resize_short_side(read_image(path), size))
-            )
+            x = source.preprocessing.from_rgb(as_tensor(fit(decoded(path), short_side=size)))
             for name, f in model(x, relus).items():
                 sums[name] = sums.get(name, 0) + f.double().sum(dim=(0, 2, 3))
                 counts[name] = counts.get(name, 0) + f.shape[0] * f.shape[2] * f.shape[3]

@@ -29,11 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, median, table, write_results
-from normstyle.images import load_rgb
-from normstyle.runtime import resolve_runtime
+from normstyle.io.resize import load_rgb
+from normstyle.registry import for_stylization
+from normstyle.runtime.precision import resolve_runtime
 from normstyle.style.options import StyleOptions
-from normstyle.style.transfer import build_loss, evaluate, run
-from normstyle.weights import for_stylization
+from normstyle.style.precision import evaluate
+from normstyle.style.targets import build_loss
+from normstyle.style.transfer import run
 
 PAIRS = {
     "tubingen×starry_night": ("photos/tubingen.jpg", "art/starry_night.jpg"),

@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tqdm import tqdm
 
 from common import DATA, table, write_results
-from normstyle.calibrate import image_files
-from normstyle.images import read_image, resize_short_side
-from normstyle.normalize import plan
-from normstyle.preprocessing import image_to_rgb
-from normstyle.stats import ActivationStats
-from normstyle.weights import get_weights
+from normstyle.io.decode import decoded, read_image
+from normstyle.io.folders import image_files
+from normstyle.io.resize import fit
+from normstyle.io.tensors import as_tensor
+from normstyle.normalization.layout import plan
+from normstyle.registry import get_weights
+from normstyle.statistics.engine import ActivationStats
 
 SIZES = (50, 100, 250)
 DRAWS = 5
@@ -49,8 +50,8 @@ def per_image_sums(model, prep, files, views) -> tuple[torch.Tensor, torch.Tenso
             stats.reset()
             image = read_image(path)
             for size, flip in views:
-                view = resize_short_side(ImageOps.mirror(image) if flip else image, size)
-                x = prep.from_rgb(image_to_rgb(view)).contiguous(memory_format=torch.channels_last)
+                view = fit(decoded(ImageOps.mirror(image) if flip else image), short_side=size)
+                x = prep.from_rgb(as_tensor(view)).contiguous(memory_format=torch.channels_last)
                 model(x, [relus[-1]])
             sums.append(torch.cat([stats[r].sum for r in relus]))
             counts.append(torch.tensor([stats[r].count for r in relus], dtype=torch.float64))

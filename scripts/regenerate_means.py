@@ -13,9 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from normstyle.calibrate import calibrate
-from normstyle.images import atomic_write
-from normstyle.weights import NORMALIZED_MEANS_FILE, get_weights
+from normstyle.io.files import atomic_write
+from normstyle.io.folders import ImageFolder
+from normstyle.normalization.calibrate import calibrate
+from normstyle.registry import NORMALIZED_MEANS_FILE, get_weights
 
 DEFAULT_IMAGES = Path(os.environ.get("NORMSTYLE_DATA", "../shared/data")) / "imagenet-samples"
 
@@ -23,10 +24,12 @@ DEFAULT_IMAGES = Path(os.environ.get("NORMSTYLE_DATA", "../shared/data")) / "ima
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
-    parser.add_argument("--size", type=int, default=256, help="short side in px")
+    parser.add_argument("--short-side", type=int, default=256, help="short side in px")
     parser.add_argument("-o", "--output", default=str(NORMALIZED_MEANS_FILE))
     args = parser.parse_args()
-    means, skipped = calibrate(get_weights("vgg19-caffe"), args.images, size=args.size)
+    means, skipped = calibrate(
+        get_weights("vgg19-caffe"), ImageFolder(args.images, args.short_side)
+    )
     means.meta["calibration_set"]["folder"] = "shared/data/imagenet-samples"
     text = json.dumps(means.to_json(), indent=1) + "\n"
     atomic_write(Path(args.output), lambda handle: handle.write(text.encode()))

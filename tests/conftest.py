@@ -22,7 +22,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def caffe_state() -> dict[str, torch.Tensor]:
-    from normstyle.weights import get_weights
+    from normstyle.registry import get_weights
 
     return get_weights("vgg19-caffe").load_state_dict()
 

@@ -1,7 +1,8 @@
-"""Small random networks for fast tests."""
+"""Small random networks for fast tests, and the command line of a stylisation."""
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 
 import torch
@@ -45,3 +46,14 @@ def random_relu_net(
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖a − b‖ / ‖b‖ in float64."""
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
+
+
+# The stylize command on the two built-in images, as a user would start it (a new process).
+STYLIZE_BUILTINS = [
+    sys.executable,
+    "-m",
+    "normstyle",
+    "stylize",
+    "builtin:grace_hopper",
+    "builtin:swirls",
+]

@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-import normstyle.calibrate as calibrate_module
+import normstyle.io.folders as folders_module
 from nets import random_relu_net
-from normstyle.calibrate import image_batches, image_files, measure_means
 from normstyle.errors import InputError
-from normstyle.preprocessing import CAFFE
+from normstyle.io.folders import image_files
+from normstyle.nets.inputs import network_inputs
+from normstyle.nets.preprocessing import CAFFE
+from normstyle.normalization.calibrate import measure_means
 
 
 def write_images(folder: Path, count: int = 3) -> list[Path]:
@@ -32,16 +34,16 @@ def write_images(folder: Path, count: int = 3) -> list[Path]:
 @pytest.mark.timeout(30)
 def test_an_unexpected_loader_error_reaches_the_caller(tmp_path: Path, monkeypatch) -> None:
     files = write_images(tmp_path / "images")
-    real = calibrate_module.read_image
+    real = folders_module.decoded
 
     def faulty(path, *args, **kwargs):
         if path == files[1]:
             raise RuntimeError("decoder bug")  # not a NormstyleError
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(calibrate_module, "read_image", faulty)
+    monkeypatch.setattr(folders_module, "decoded", faulty)
     with pytest.raises(InputError, match=r"1\.png: loading failed \(RuntimeError: decoder bug\)"):
-        list(image_batches(files, CAFFE, 32))
+        list(network_inputs(files, CAFFE, 32))
 
 
 @pytest.mark.timeout(30)
@@ -49,7 +51,7 @@ def test_huge_resizes_are_skipped_with_a_reason(tmp_path: Path) -> None:
     files = write_images(tmp_path / "images", 2)
     Image.new("RGB", (40000, 1)).save(tmp_path / "images" / "strip.png")
     skipped: list[str] = []
-    batches = list(image_batches(image_files(tmp_path / "images"), CAFFE, 32, skipped))
+    batches = list(network_inputs(image_files(tmp_path / "images"), CAFFE, 32, skipped))
     assert len(batches) == len(files) == 2
     assert len(skipped) == 1 and "strip.png" in skipped[0]
     assert "40000×1 px would become 1280000×32 px" in skipped[0]
@@ -92,7 +94,7 @@ def test_measure_means_counts_every_readable_image(tmp_path: Path) -> None:
     # Independent reference: the same images, resized the same way, through the net by hand.
     total = torch.zeros(6, dtype=torch.float64)
     count = 0
-    for x in image_batches(files, CAFFE, 32):
+    for x in network_inputs(files, CAFFE, 32):
         out = net[:7](x).double()  # up to relu3
         total += out.sum(dim=(0, 2, 3))
         count += out.shape[0] * out.shape[2] * out.shape[3]

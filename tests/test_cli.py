@@ -145,11 +145,11 @@ def test_init_file_is_the_starting_image(capsys, tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from normstyle.builtin_images import builtin_image
+    from normstyle.io.builtin import builtin_image
 
     content = builtin_image("builtin:grace_hopper")  # 512×600
     init = tmp_path / "init.png"
-    builtin_image("builtin:swirls").resize((256, 300)).save(init)  # the content's aspect
+    builtin_image("builtin:swirls").resize((300, 300)).save(init)  # square: not the content's
     out = tmp_path / "out.png"
     # One step of at most 1e-6 grey levels: the output is the start image, as the run saw it.
     code, _, err = stylize_builtins(
@@ -160,9 +160,18 @@ def test_init_file_is_the_starting_image(capsys, tmp_path: Path) -> None:
     )
     assert code == 0, err
     result = np.asarray(Image.open(out)).astype(float)
-    expected = np.asarray(Image.open(init).resize(Image.open(out).size, Image.LANCZOS))
-    assert result.shape == expected.shape and content.size == (512, 600)
-    assert np.abs(result - expected).mean() < 2.0  # two resamplers, the same picture
+    width, height = Image.open(out).size
+    assert (width, height) == (55, 64) and content.size == (512, 600)
+    # The init keeps its proportions: its centred crop of the output's aspect, resized (Pillow's
+    # own 8-bit Lanczos here; ours runs in float, hence a fraction of a grey level apart).
+    crop = round(300 * width / height)
+    left = (300 - crop) // 2
+    cropped = (
+        Image.open(init).crop((left, 0, left + crop, 300)).resize((width, height), Image.LANCZOS)
+    )
+    stretched = Image.open(init).resize((width, height), Image.LANCZOS)
+    assert np.abs(result - np.asarray(cropped)).mean() < 1.0
+    assert np.abs(result - np.asarray(stretched)).mean() > 5.0  # the old, distorting way
 
 
 @pytest.mark.vgg
@@ -185,7 +194,7 @@ def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monk
     assert code == 0, err
     from scipy.linalg import sqrtm
 
-    from normstyle.images import load_rgb
+    from normstyle.io.resize import load_rgb
 
     assert max(seen["styles"][0].shape[2:]) == round(32 * 0.75)  # --style-scale
     # The style image reached the loss recoloured as Gatys et al. 2017, §5.2 write it:

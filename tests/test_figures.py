@@ -12,7 +12,7 @@ SCRIPT = """
 import sys
 import matplotlib
 matplotlib.use("svg")  # what a user chose, e.g. in a notebook
-from normstyle.report import LayerSummary, write_report
+from normstyle.statistics.report import LayerSummary, write_report
 row = LayerSummary("relu1", 2, 10, 0.5, 0.2, 0.1, 0, 0.4, 0.5, 0.6, [0.4, 0.6])
 write_report({"net": [row]}, sys.argv[1], {})
 from normstyle.lab import norms

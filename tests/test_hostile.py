@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import normstyle
+from nets import STYLIZE_BUILTINS
 from normstyle.cli import main
 
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
@@ -99,7 +100,7 @@ def test_a_strip_image_in_a_folder_is_skipped_not_a_hang(capsys, tmp_path: Path,
 def weights_file(path: Path, arch: str = "vgg11", metadata: dict | None = None, **tensors) -> Path:
     from safetensors.torch import save_file
 
-    from normstyle.models import VGG
+    from normstyle.nets import VGG
 
     state = {k: v.contiguous() for k, v in VGG(arch).state_dict().items()}
     state.update(tensors)
@@ -175,11 +176,11 @@ def test_stats_on_only_corrupt_images(capsys, tmp_path: Path) -> None:
 
 def test_api_refuses_sources_that_are_not_images() -> None:
     with pytest.raises(TypeError, match="an image must be a file path"):
-        normstyle.stylize(None, "builtin:swirls", size=32, iterations=1)
+        normstyle.stylize(None, "builtin:swirls", long_side=32, iterations=1)
     with pytest.raises(TypeError, match="got bytes"):
-        normstyle.stylize(b"\x89PNG", "builtin:swirls", size=32, iterations=1)
+        normstyle.stylize(b"\x89PNG", "builtin:swirls", long_side=32, iterations=1)
     with pytest.raises(ValueError, match=r"no pixels \(0×0\)"):
-        normstyle.stylize(Image.new("RGB", (0, 0)), "builtin:swirls", size=32, iterations=1)
+        normstyle.stylize(Image.new("RGB", (0, 0)), "builtin:swirls", long_side=32, iterations=1)
 
 
 # --- 3. non-finite, negative, duplicate weights --------------------------------------------
@@ -252,10 +253,16 @@ def test_a_one_pixel_wide_image_is_named(capsys, tmp_path: Path, photo: Path) ->
 def test_folder_tools_refuse_a_tiny_short_side(capsys, tmp_path: Path) -> None:
     net = weights_file(tmp_path / "n.safetensors", metadata={"normstyle": '{"normalized": true}'})
     for argv in (
-        ["normalize", "--verify", str(net), "--images", str(tmp_path), "--size", "1"],
-        ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--size", "8"],
+        ["normalize", "--verify", str(net), "--images", str(tmp_path), "--short-side", "1"],
+        ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--short-side", "8"],
     ):
         run_clean(capsys, tmp_path, argv, 2, "must be at least 32 px")
+
+
+def test_the_folder_tools_say_that_size_is_now_short_side(capsys, tmp_path: Path) -> None:
+    for command in (["normalize", "-o", "n.safetensors"], ["stats", "-o", "r"]):
+        argv = [*command, "--images", str(tmp_path), "--size", "256"]
+        run_clean(capsys, tmp_path, argv, 2, "--size is now --short-side")
 
 
 # --- 6. partial outputs, 7. late failures ----------------------------------------------------
@@ -461,14 +468,7 @@ def test_a_signal_once_the_output_is_written_changes_nothing(tmp_path: Path, sen
 @pytest.mark.vgg
 @pytest.mark.slow
 def test_a_summary_that_cannot_be_printed_is_a_warning(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "normstyle",
-        "stylize",
-        "builtin:grace_hopper",
-        "builtin:swirls",
-    ]
+    command = STYLIZE_BUILTINS
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [*command, "-o", "o.png", *TINY],
@@ -514,7 +514,7 @@ def test_an_interrupted_lab_leaves_nothing(capsys, tmp_path: Path, monkeypatch) 
 
 @pytest.mark.vgg
 def test_stats_interrupted_while_writing_leaves_no_folder(capsys, tmp_path, monkeypatch) -> None:
-    import normstyle.report as report
+    import normstyle.statistics.report as report
 
     images = tmp_path / "images"
     images.mkdir()
@@ -525,7 +525,9 @@ def test_stats_interrupted_while_writing_leaves_no_folder(capsys, tmp_path, monk
 
     monkeypatch.setattr(report, "atomic_write_many", interrupted)
     out = tmp_path / "r"
-    code = main(["stats", "--images", str(images), "--size", "32", "--no-progress", "-o", str(out)])
+    code = main(
+        ["stats", "--images", str(images), "--short-side", "32", "--no-progress", "-o", str(out)]
+    )
     assert code == 130 and not out.exists()
     capsys.readouterr()
 
@@ -537,7 +539,7 @@ def test_stats_names_and_does_not_count_skipped_images(capsys, tmp_path: Path) -
     Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(images / "good.png")
     (images / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     out = tmp_path / "r"
-    assert main(["stats", "--images", str(images), "--size", "32", "-o", str(out)]) == 0
+    assert main(["stats", "--images", str(images), "--short-side", "32", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "skipped: " in printed and "bad.jpg" in printed
     meta = json.loads((out / "stats.json").read_text())
@@ -565,8 +567,8 @@ def test_the_output_may_not_overwrite_an_input(capsys, tmp_path: Path, photo: Pa
 
 def test_folder_tools_refuse_a_size_no_image_could_have(capsys, tmp_path: Path) -> None:
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
-    argv = ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--size", "100000"]
-    run_clean(capsys, tmp_path, argv, 2, "--size 100000: a 100000×100000 px image alone")
+    argv = ["stats", "--images", str(tmp_path), "-o", str(tmp_path / "r"), "--short-side", "100000"]
+    run_clean(capsys, tmp_path, argv, 2, "--short-side 100000: a 100000×100000 px image alone")
 
 
 def test_empty_names_are_not_the_current_folder(capsys, tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from normstyle import images
 from normstyle.errors import InputError, OptionError
-from normstyle.images import load_rgb, read_image, resize_long_side, save_image
+from normstyle.io import save as images
+from normstyle.io.decode import read_image
+from normstyle.io.resize import fit, load_rgb
+from normstyle.io.save import save_image
 
 
 def pattern(width: int = 6, height: int = 4) -> np.ndarray:
@@ -169,12 +171,63 @@ def test_non_images_are_refused_in_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(info.value)
 
 
-def test_resize_long_side() -> None:
-    image = Image.new("RGB", (300, 200))
-    assert resize_long_side(image, 150).size == (150, 100)
-    assert resize_long_side(Image.new("RGB", (200, 300)), 60).size == (40, 60)
+def test_fit_to_a_long_or_a_short_side() -> None:
+    wide, tall = np.zeros((200, 300, 3), np.float32), np.zeros((300, 200, 3), np.float32)
+    assert fit(wide, long_side=150).shape == (100, 150, 3)
+    assert fit(tall, long_side=60).shape == (60, 40, 3)
+    assert fit(wide, short_side=100).shape == (100, 150, 3)
     with pytest.raises(OptionError):
-        resize_long_side(image, 0)
+        fit(wide, long_side=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        fit(wide, long_side=10, short_side=10)
+
+
+def lanczos_reference(values: np.ndarray, size: int) -> np.ndarray:
+    """Lanczos-3 resampling of axis 0 in float64, written out from the filter's definition
+    (sinc(x)·sinc(x/3), support widened by the scale when shrinking, weights summing to 1,
+    pixel centres at i + ½): an independent reference for io.resize."""
+    scale = values.shape[0] / size
+    widen = max(scale, 1.0)
+    out = np.empty((size, *values.shape[1:]))
+    for i in range(size):
+        centre = (i + 0.5) * scale
+        first = max(int(centre - 3 * widen + 0.5), 0)
+        last = min(int(centre + 3 * widen + 0.5), values.shape[0])
+        x = (np.arange(first, last) + 0.5 - centre) / widen
+        weights = np.where(np.abs(x) < 3, np.sinc(x) * np.sinc(x / 3), 0.0)
+        out[i] = np.tensordot(weights / weights.sum(), values[first:last], axes=1)
+    return out
+
+
+@pytest.mark.parametrize("size", [(23, 17), (90, 70)])  # shrink, enlarge
+def test_one_resize_is_lanczos_in_float(size: tuple[int, int]) -> None:
+    from normstyle.io.resize import resize
+
+    rgb = np.random.default_rng(0).random((40, 30, 3)).astype(np.float32)
+    width, height = size
+    want = lanczos_reference(
+        lanczos_reference(rgb.astype(np.float64), height).swapaxes(0, 1), width
+    )
+    np.testing.assert_allclose(resize(rgb, size), np.clip(want.swapaxes(0, 1), 0, 1), atol=2e-5)
+
+
+def test_every_kind_of_source_is_resized_alike(tmp_path: Path) -> None:
+    array = np.random.default_rng(1).integers(0, 256, (30, 40, 3), np.uint8)
+    Image.fromarray(array).save(tmp_path / "p.png")
+    as_tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    from_path = load_rgb(tmp_path / "p.png", long_side=17)
+    for source in (Image.fromarray(array), array, array / 255.0, as_tensor):
+        torch.testing.assert_close(load_rgb(source, long_side=17), from_path, atol=1e-6, rtol=0)
+
+
+def test_cover_keeps_the_aspect_ratio_by_cropping_the_centre() -> None:
+    from normstyle.io.resize import cover
+
+    rgb = np.zeros((20, 60, 3), np.float32)
+    rgb[:, 20:40] = 1.0  # a white square in the middle of a black 3:1 strip
+    square = cover(rgb, (10, 10))
+    assert square.shape == (10, 10, 3)
+    np.testing.assert_allclose(square, 1.0, atol=1e-6)  # the centre crop: only the square
 
 
 def test_load_rgb_accepts_paths_images_and_tensors(tmp_path: Path) -> None:

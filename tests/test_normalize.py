@@ -14,16 +14,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nets import random_relu_net, relative_error
 from normstyle.errors import OptionError
-from normstyle.models import chain_of, run_chain
-from normstyle.normalize import (
-    FilterMeans,
-    activation_means,
-    check_means,
-    fold_batch_norm,
-    normalize,
-    plan,
-    verify,
-)
+from normstyle.nets import chain_of, run_chain
+from normstyle.normalization.cascade import normalize
+from normstyle.normalization.checks import check_means, verify
+from normstyle.normalization.layout import fold_batch_norm, plan
+from normstyle.normalization.means import FilterMeans, activation_means
 
 
 def images(count: int = 4, size: int = 16, seed: int = 1) -> list[torch.Tensor]:
@@ -74,7 +69,7 @@ def test_classifier_head_absorbs_the_last_scale() -> None:
 
 @pytest.mark.vgg
 def test_vgg11_head_logits_unchanged_at_64px() -> None:
-    from normstyle.models import VGG
+    from normstyle.nets import VGG
 
     torch.manual_seed(0)
     model = VGG("vgg11", head=True)

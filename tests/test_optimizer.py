@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from normstyle.style.optimizer import BLOW_UP, GIVE_UP, LBFGS, Adam, minimize
-from normstyle.style.transfer import GradientScale
+from normstyle.style.precision import GradientScale
 
 UNIT = 1.0  # one grey level in the fake losses' units
 
@@ -132,17 +133,23 @@ def test_a_non_finite_loss_at_step_k_is_rejected_and_the_last_good_image_kept(ca
     assert len(result.losses) == 5 and result.losses[-1] == result.losses[-2]
 
 
-def test_a_blow_up_restores_the_last_image_resets_history_and_continues() -> None:
-    inner, minimum, _ = quadratic()
+def with_fault(inner, at: Callable[[int], bool], fault: Callable[[torch.Tensor], torch.Tensor]):
+    """``inner`` whose loss is replaced by ``fault(loss)`` at the evaluations where ``at(n)``
+    (n counts evaluations from 1); gradients are left as they are."""
     count = [0]
 
     def objective(x: torch.Tensor, need_grad: bool):
         count[0] += 1
         value, grad, extra = inner(x, need_grad)
-        if count[0] == 8:
-            return value.abs() * 1e6 + 1e6, grad, extra  # far above BLOW_UP × the last loss
-        return value, grad, extra
+        return (fault(value) if at(count[0]) else value), grad, extra
 
+    return objective
+
+
+def test_a_blow_up_restores_the_last_image_resets_history_and_continues() -> None:
+    inner, minimum, _ = quadratic()
+    # The 8th evaluation's loss is far above BLOW_UP × the last accepted one.
+    objective = with_fault(inner, lambda n: n == 8, lambda value: value.abs() * 1e6 + 1e6)
     lbfgs = LBFGS(UNIT)
     result = minimize(objective, torch.zeros(20, dtype=torch.float64), 120, lbfgs)
     assert result.rejected == 1 and "× the last accepted" in result.events[0]
@@ -151,14 +158,8 @@ def test_a_blow_up_restores_the_last_image_resets_history_and_continues() -> Non
 
 def test_giving_up_keeps_the_best_image_and_says_why() -> None:
     inner, _, _ = quadratic()
-    count = [0]
-
-    def objective(x: torch.Tensor, need_grad: bool):
-        count[0] += 1
-        value, grad, extra = inner(x, need_grad)
-        if count[0] > 4:  # every step after the 3rd iteration is non-finite
-            return torch.tensor(float("inf"), dtype=torch.float64), grad, extra
-        return value, grad, extra
+    # Every step after the 3rd iteration (the 4th evaluation) has a loss that is not finite.
+    objective = with_fault(inner, lambda n: n > 4, lambda value: torch.full_like(value, math.inf))
 
     result = minimize(objective, torch.zeros(20, dtype=torch.float64), 100, LBFGS(UNIT))
     assert result.rejected == GIVE_UP and result.iteration == 3

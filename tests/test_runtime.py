@@ -7,20 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from nets import STYLIZE_BUILTINS
 from normstyle.errors import OptionError
-from normstyle.models import VGG
-from normstyle.normalize import activation_means, normalize
-from normstyle.preprocessing import CAFFE
-from normstyle.runtime import Runtime, cpu_has_fast_bf16, resolve_runtime
+from normstyle.nets import VGG
+from normstyle.nets.preprocessing import CAFFE
+from normstyle.normalization.cascade import normalize
+from normstyle.normalization.means import activation_means
+from normstyle.runtime.precision import Runtime, cpu_has_fast_bf16, resolve_runtime
+from normstyle.style.loop import optimize
 from normstyle.style.options import StyleOptions
-from normstyle.style.transfer import (
-    STYLE_WEIGHT_PER_CONTENT_VALUE,
-    GradientScale,
-    backward_to_pixels,
-    build_loss,
-    evaluate,
-    optimize,
-)
+from normstyle.style.precision import GradientScale, backward_to_pixels, evaluate
+from normstyle.style.targets import STYLE_WEIGHT_PER_CONTENT_VALUE, build_loss
 
 LAYERS = {"content_layers": {"relu3_1": 1.0}, "style_layers": {"relu1_1": 0.5, "relu2_1": 0.5}}
 
@@ -52,7 +49,7 @@ def loss_for(model: VGG, runtime: Runtime, options: StyleOptions):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) -> None:
-    options = StyleOptions(size=48, iterations=10, progress=False, **LAYERS)
+    options = StyleOptions(long_side=48, iterations=10, progress=False, **LAYERS)
     fp32 = resolve_runtime("cpu", "fp32")
     # Built directly (not by the policy): the numerics are exercised on every CPU, emulated where
     # the CPU has no native instructions for them.
@@ -89,7 +86,7 @@ def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) ->
 
 
 def test_grams_and_losses_stay_fp32_under_autocast(small_vgg: VGG) -> None:
-    options = StyleOptions(size=48, progress=False, **LAYERS)
+    options = StyleOptions(long_side=48, progress=False, **LAYERS)
     runtime = Runtime(torch.device("cpu"), "bf16")
     loss = loss_for(small_vgg, runtime, options)
     assert all(g.dtype == torch.float32 for g in loss.style_grams.values())
@@ -98,14 +95,14 @@ def test_grams_and_losses_stay_fp32_under_autocast(small_vgg: VGG) -> None:
 
 
 def test_default_style_weight_scales_with_the_content_size(small_vgg: VGG) -> None:
-    options = StyleOptions(size=48, progress=False, **LAYERS)
+    options = StyleOptions(long_side=48, progress=False, **LAYERS)
     loss = loss_for(small_vgg, resolve_runtime("cpu", "fp32"), options)
     values = 256 * (40 // 4) * (48 // 4)  # relu3_1: 256 channels at 1/4 resolution
     assert loss.style_weight == STYLE_WEIGHT_PER_CONTENT_VALUE * values
     explicit = loss_for(
         small_vgg,
         resolve_runtime("cpu", "fp32"),
-        StyleOptions(size=48, style_weight=7.0, progress=False, **LAYERS),
+        StyleOptions(long_side=48, style_weight=7.0, progress=False, **LAYERS),
     )
     assert explicit.style_weight == 7.0
 
@@ -149,19 +146,13 @@ def test_native_bf16_follows_the_cpu_flags_and_the_isa_limits() -> None:
 def test_an_isa_limited_process_refuses_bf16_and_fp16_in_one_line(tmp_path: Path, limits) -> None:
     import os
     import subprocess
-    import sys
 
     out = tmp_path / "o.png"
     env = {**os.environ, **limits}
     for precision in ("bf16", "fp16"):
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "normstyle",
-                "stylize",
-                "builtin:grace_hopper",
-                "builtin:swirls",
+                *STYLIZE_BUILTINS,
                 "-o",
                 str(out),
                 "--size",
@@ -189,7 +180,7 @@ def test_auto_runtime_and_refusals(monkeypatch) -> None:
             resolve_runtime("cuda")
     if auto.device.type == "cpu":
         assert auto.precision == ("bf16" if cpu_has_fast_bf16() else "fp32")
-    monkeypatch.setattr("normstyle.runtime.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("normstyle.runtime.precision.cpu_has_fast_bf16", lambda: False)
     assert resolve_runtime("cpu").precision == "fp32"  # never lowered without native support
     with pytest.raises(OptionError, match="precision must be"):
         resolve_runtime("cpu", "int8")
@@ -200,9 +191,9 @@ def test_auto_runtime_and_refusals(monkeypatch) -> None:
 @pytest.mark.vgg
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="no native bf16 here (AVX-512-BF16 or AMX)")
 def test_native_bf16_stylisation_matches_fp32_on_vgg19() -> None:
-    from normstyle.images import load_rgb
+    from normstyle.io.resize import load_rgb
+    from normstyle.registry import for_stylization
     from normstyle.style.transfer import run
-    from normstyle.weights import for_stylization
 
     fp32 = resolve_runtime("cpu", "fp32")
     weights = for_stylization("vgg19-caffe")
@@ -213,12 +204,14 @@ def test_native_bf16_stylisation_matches_fp32_on_vgg19() -> None:
         load_rgb("builtin:grace_hopper", 64),
         [load_rgb("builtin:swirls", 64)],
         [1.0],
-        StyleOptions(size=64, progress=False),
+        StyleOptions(long_side=64, progress=False),
         fp32,
     )
     finals = {}
     for precision in ("fp32", "auto"):
-        options = StyleOptions(size=64, iterations=30, seed=0, progress=False, precision=precision)
+        options = StyleOptions(
+            long_side=64, iterations=30, seed=0, progress=False, precision=precision
+        )
         result = run("builtin:grace_hopper", "builtin:swirls", options)
         assert result.runtime == f"cpu, {'fp32' if precision == 'fp32' else 'bf16'}"
         assert result.tensor is not None
@@ -231,7 +224,7 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
     from normstyle.style.transfer import run
 
     options = StyleOptions(
-        size=64,
+        long_side=64,
         iterations=4,
         scales=2,
         coarse_iterations=3,
@@ -240,17 +233,17 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
         progress=False,
         precision="fp32",
     )
-    assert options.level_sizes() == [32, 64] and options.level_iterations() == [3, 4]
+    assert options.level_long_sides() == [32, 64] and options.level_iterations() == [3, 4]
     result = run("builtin:grace_hopper", "builtin:swirls", options, output=tmp_path / "o.png")
     assert len(result.losses) == 7 and result.image.size == (55, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o_2.png", "o_4.png", "o_6.png"]
     message = r"builtin:grace_hopper would be 7×8 px at level 1 of 4 \(--size 8\).*--size 152 or"
     with pytest.raises(OptionError, match=message):
-        run("builtin:grace_hopper", "builtin:swirls", StyleOptions(size=64, scales=4))
+        run("builtin:grace_hopper", "builtin:swirls", StyleOptions(long_side=64, scales=4))
 
 
 def test_fp16_overflow_past_the_retries_gives_a_non_finite_gradient(small_vgg: VGG) -> None:
-    options = StyleOptions(size=48, progress=False, **LAYERS)
+    options = StyleOptions(long_side=48, progress=False, **LAYERS)
     runtime = Runtime(torch.device("cpu"), "fp16")
     start = CAFFE.from_rgb(torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2)))
     x = start.clone().requires_grad_(True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from nets import random_relu_net
 from normstyle.errors import OptionError
-from normstyle.stats import ActivationStats, HistogramSpec, RunningStats, collect
+from normstyle.statistics.engine import ActivationStats, HistogramSpec, RunningStats, collect
 
 
 def test_running_stats_equal_float64_brute_force() -> None:

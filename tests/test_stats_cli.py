@@ -10,9 +10,9 @@ import torch
 
 from nets import random_relu_net
 from normstyle.cli import main
-from normstyle.diagnostics import activation_report
-from normstyle.normalize import FilterMeans
-from normstyle.weights import NORMALIZED_MEANS_FILE
+from normstyle.normalization.means import FilterMeans
+from normstyle.registry import NORMALIZED_MEANS_FILE
+from normstyle.statistics.diagnostics import activation_report
 
 
 def test_report_on_a_users_module_equals_brute_force() -> None:
@@ -33,29 +33,15 @@ def test_report_on_a_users_module_equals_brute_force() -> None:
 
 @pytest.mark.vgg
 def test_stats_cli_writes_the_report(tmp_path: Path, capsys) -> None:
-    from normstyle.builtin_images import builtin_image
+    from normstyle.io.builtin import builtin_image
 
     images = tmp_path / "images"
     images.mkdir()
     builtin_image("builtin:grace_hopper").resize((48, 56)).save(images / "a.png")
     builtin_image("builtin:swirls").resize((40, 40)).save(images / "b.jpg")
     out = tmp_path / "report"
-    code = main(
-        [
-            "stats",
-            "--images",
-            str(images),
-            "--size",
-            "32",
-            "--layers",
-            "relu1_*,relu5_1",
-            "--compare",
-            "normalized",
-            "--no-progress",
-            "-o",
-            str(out),
-        ]
-    )
+    argv = ["stats", "--images", str(images), "--short-side", "32", "--no-progress"]
+    code = main([*argv, "--layers", "relu1_*,relu5_1", "--compare", "normalized", "-o", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     data = json.loads((out / "stats.json").read_text())
@@ -79,8 +65,8 @@ def test_stats_cli_writes_the_report(tmp_path: Path, capsys) -> None:
 def test_stats_compare_normalized_with_a_weights_file(tmp_path: Path, capsys) -> None:
     from safetensors.torch import save_file
 
-    from normstyle.builtin_images import builtin_image
-    from normstyle.models import VGG
+    from normstyle.io.builtin import builtin_image
+    from normstyle.nets import VGG
 
     torch.manual_seed(3)
     model = VGG("vgg11")
@@ -97,7 +83,7 @@ def test_stats_compare_normalized_with_a_weights_file(tmp_path: Path, capsys) ->
     builtin_image("builtin:grace_hopper").resize((48, 56)).save(images / "a.png")
     builtin_image("builtin:swirls").resize((40, 40)).save(images / "b.jpg")
     out = tmp_path / "report"
-    argv = ["stats", "--weights", str(weights), "--images", str(images), "--size", "32"]
+    argv = ["stats", "--weights", str(weights), "--images", str(images), "--short-side", "32"]
     code = main([*argv, "--compare", "normalized", "--no-progress", "-o", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err

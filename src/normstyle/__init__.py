@@ -10,20 +10,20 @@ import importlib
 
 TYPE_CHECKING = False  # typing's own constant, without importing typing at start-up
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "VGG": "normstyle.models",
+    "VGG": "normstyle.nets",
     "StyleOptions": "normstyle.style",
     "stylize": "normstyle.style",
-    "WEIGHT_SOURCES": "normstyle.weights",
-    "get_weights": "normstyle.weights",
+    "WEIGHT_SOURCES": "normstyle.registry",
+    "get_weights": "normstyle.registry",
 }
 
 if TYPE_CHECKING:
-    from normstyle.models import VGG
+    from normstyle.nets import VGG
+    from normstyle.registry import WEIGHT_SOURCES, get_weights
     from normstyle.style import StyleOptions, stylize
-    from normstyle.weights import WEIGHT_SOURCES, get_weights
 
 
 def __getattr__(name: str) -> object:

@@ -53,7 +53,12 @@ def make_parser() -> argparse.ArgumentParser:
         lab_command,
         weights_command,
     ):
-        command.register(subparsers)
+        # Each command module says its name and help (its docstring is the description), adds
+        # its options and handles its parsed arguments (``weights``: one handler per action).
+        sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
+        command.add_options(sub)
+        if hasattr(command, "handle"):
+            sub.set_defaults(handler=command.handle)
     return parser
 
 

@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import signal
 import sys
+from argparse import SUPPRESS
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from normstyle.errors import OptionError
 
@@ -73,10 +74,12 @@ def positive_int(text: str) -> int:
 
 def short_side(text: str) -> int:
     """argparse type: an image short side in px, at least 32 (VGG's five 2×2 poolings)."""
+    from normstyle.io.folders import MIN_SHORT_SIDE
+
     value = positive_int(text)
-    if value < 32:
+    if value < MIN_SHORT_SIDE:
         raise argparse.ArgumentTypeError(
-            f"must be at least 32 px (VGG's five 2×2 poolings), got {value}"
+            f"must be at least {MIN_SHORT_SIDE} px (VGG's five 2×2 poolings), got {value}"
         )
     return value
 
@@ -148,6 +151,61 @@ def seed(text: str) -> int:
     if not 0 <= value < 2**64:
         raise argparse.ArgumentTypeError(f"must be from 0 to 2^64 − 1, got {text}")
     return value
+
+
+class _Renamed(argparse.Action):
+    """An option that was renamed: a one-line usage error naming the new name."""
+
+    def __init__(self, *args: Any, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.error(f"{self.option_strings[0]} is now {self.new} (the image's short side)")
+
+
+def add_choice(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    choices: tuple[str, ...],
+    default: str | None,
+    help: str,
+) -> None:
+    """An option that takes one of ``choices``; its help ends with the default, if any."""
+    shown = f" [{default}]" if default is not None else ""
+    parser.add_argument(flag, choices=choices, default=default, help=help + shown)
+
+
+def add_folder_options(parser: argparse.ArgumentParser, default_weights: str) -> None:
+    """The options of the commands that run a network over a folder of images (``normalize``,
+    ``stats``), defined once: --weights, --images, --short-side, --limit, --pooling and
+    --no-progress."""
+    parser.add_argument(
+        "--weights", default=default_weights, help=f"weight source id or file [{default_weights}]"
+    )
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    parser.add_argument(
+        "--short-side",
+        type=short_side,
+        default=256,
+        help="each image is resized to this short side in px, as for ImageNet [256]",
+    )
+    parser.add_argument("--size", nargs="?", action=_Renamed, new="--short-side", help=SUPPRESS)
+    parser.add_argument("--limit", type=positive_int, help="use at most N images (sorted by path)")
+    add_choice(
+        parser, "--pooling", ("max", "avg"), "max", "the network's pooling (max: as trained)"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+
+
+def image_folder(args: argparse.Namespace) -> Any:
+    """The :class:`~normstyle.io.folders.ImageFolder` that --images, --short-side and --limit
+    name."""
+    from normstyle.io.folders import ImageFolder
+
+    return ImageFolder(args.images, args.short_side, args.limit)
 
 
 def require(condition: bool, message: str) -> None:

@@ -1,4 +1,6 @@
-"""``normstyle lab EXPERIMENT -o DIR``: the lecture experiments as figures and numbers."""
+"""The lecture's experiments (init, depth, bn, norms, activations): each writes PNG figures and
+a JSON of its numbers.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +11,21 @@ import time
 from pathlib import Path
 
 from normstyle.cli.common import final_write, say, seed
-from normstyle.images import check_folder, check_target
+from normstyle.io.files import check_folder, check_target
 from normstyle.lab import EXPERIMENTS, OUTPUTS
 
+NAME = "lab"
+HELP = "reproduce the lecture's experiments (init, depth, bn, norms, activations)"
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``lab`` sub-command."""
-    parser = subparsers.add_parser(
-        "lab",
-        help="reproduce the lecture's experiments (init, depth, bn, norms, activations)",
-        description="Each experiment writes PNG figures and a JSON of its numbers.",
-    )
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lab``."""
     parser.add_argument("experiment", choices=[*EXPERIMENTS, "all"], help="which experiment")
     parser.add_argument(
         "-o", "--output", default="lab", help="folder for figures and numbers [lab]"
     )
     parser.add_argument("--tiny", action="store_true", help="small sizes (seconds), for tests")
     parser.add_argument("--seed", type=seed, default=0, help="random seed [0]")
-    parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -1,11 +1,12 @@
-"""``normstyle stylize CONTENT STYLE [STYLE ...] -o OUT``: options derived from StyleOptions."""
+"""Gatys et al. (2016) style transfer. Images may be files or builtin:NAME
+(builtin:grace_hopper, builtin:swirls); the options are derived from StyleOptions.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import typing
 from collections.abc import Iterator
@@ -15,7 +16,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from normstyle.builtin_images import is_builtin
 from normstyle.cli.common import (
     final_write,
     float_list,
@@ -26,10 +26,10 @@ from normstyle.cli.common import (
     say,
     seed,
 )
-from normstyle.errors import OptionError
-from normstyle.images import check_output_path, check_target, save_image
+from normstyle.io.save import save_image
+from normstyle.style.intermediates import check_outputs
 from normstyle.style.options import StyleOptions
-from normstyle.style.transfer import intermediate_paths, run
+from normstyle.style.transfer import run
 
 
 def _non_negative_int(text: str) -> int:
@@ -41,7 +41,7 @@ def _non_negative_int(text: str) -> int:
 
 # How each StyleOptions field is parsed on the command line (bools are flags).
 _PARSERS: dict[str, Any] = {
-    "size": positive_int,
+    "long_side": positive_int,
     "iterations": positive_int,
     "learning_rate": positive_float,
     "init": str,
@@ -57,11 +57,9 @@ _PARSERS: dict[str, Any] = {
     "save_every": _non_negative_int,
     "scales": positive_int,
     "coarse_iterations": _non_negative_int,
-    "device": str,
-    "precision": str,
 }
 _GROUPS = {
-    "output": ("size", "iterations", "seed", "save_every", "progress", "verbose"),
+    "output": ("long_side", "iterations", "seed", "save_every", "progress", "verbose"),
     "loss": (
         "content_weight",
         "style_weight",
@@ -83,14 +81,12 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``stylize`` sub-command."""
-    parser = subparsers.add_parser(
-        "stylize",
-        help="stylise a content image with one or more style images",
-        description="Gatys et al. (2016) style transfer. Images may be files or builtin:NAME"
-        " (builtin:grace_hopper, builtin:swirls).",
-    )
+NAME = "stylize"
+HELP = "stylise a content image with one or more style images"
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``stylize``, derived from :class:`StyleOptions`."""
     parser.add_argument("content", help="content image")
     parser.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
     parser.add_argument(
@@ -103,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         group = parser.add_argument_group(title)
         for name in names:
             spec = by_name[name]
-            flag = "--" + name.replace("_", "-")
+            flag = spec.metadata.get("flag") or "--" + name.replace("_", "-")
             default = getattr(defaults, name)
             help_text = spec.metadata["help"]
             if hints[name] is bool:
@@ -131,14 +127,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             group.add_argument(
                 flag, help=f"{help_text}" + (f" [{shown}]" if shown else ""), **kwargs
             )
-    parser.set_defaults(handler=handle)
-
-
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    try:
-        return Path(a).exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -167,17 +155,7 @@ def handle(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(StyleOptions)}
     options = StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
     # Fail before the long part, not after it: the output and every intermediate image.
-    output = check_output_path(args.output)
-    inputs = [args.content, *args.styles, options.init]
-    for source in inputs:
-        if not is_builtin(source) and Path(source).exists() and _same_file(output, source):
-            raise OptionError(f"-o {output} is one of the input images: choose another name")
-    for path in intermediate_paths(options, output):
-        if path.exists():
-            raise OptionError(
-                f"{path} exists and --save-every would overwrite it: move it, or choose another -o"
-            )
-        check_target(path)
+    output = check_outputs(options, args.output, [args.content, *args.styles, options.init])
     written: list[Path] = []
     try:
         with optimiser_log(options.verbose):

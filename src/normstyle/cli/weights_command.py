@@ -1,24 +1,20 @@
-"""``normstyle weights list`` and ``normstyle weights show ID``."""
+"""List the weight sources (weights list) and inspect one, or a weights file (weights show ID)."""
 
 from __future__ import annotations
 
 import argparse
 
 from normstyle.cli.common import say
-from normstyle.models import VGG
-from normstyle.weights import (
-    WEIGHT_SOURCES,
-    WeightSource,
-    file_sha256,
-    get_weights,
-    load_into,
-    parameter_table,
-)
+from normstyle.nets import VGG
+from normstyle.nets.source import WeightSource, load_into, parameter_table
+from normstyle.registry import WEIGHT_SOURCES, describe, get_weights
+
+NAME = "weights"
+HELP = "list and inspect weight sources"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``weights`` sub-command."""
-    parser = subparsers.add_parser("weights", help="list and inspect weight sources")
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The actions of ``weights``, each with its own handler."""
     actions = parser.add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=type(parser)
     )
@@ -71,28 +67,8 @@ def show_file_contents(source: WeightSource) -> int:
 def show_source(args: argparse.Namespace) -> int:
     """Print everything about one source, without downloading it."""
     source = get_weights(args.id)
-    prep = source.preprocessing
-    local = source.local_file()
-    offline = source.available_offline()
-    if source.sha256:
-        sha = source.sha256
-    elif offline and local is not None:
-        sha = f"{file_sha256(local)} (of the cached file)"
-    else:
-        sha = f"{source.meta.get('sha256_prefix', '?')}… (prefix, checked on download)"
-    say(f"id:            {source.id}")
-    say(f"architecture:  {source.arch}" + (" with classifier head" if source.has_head else ""))
-    say(f"description:   {source.description}")
-    say(f"origin:        {source.origin}")
-    say(f"offline:       {'yes, ' + str(local) if offline else 'no (downloaded on first use)'}")
-    say(f"sha256:        {sha}")
-    say(
-        f"preprocessing: {prep.name}: {prep.channel_order}, 0–{prep.scale:g},"
-        f" mean {list(prep.mean)}, std {list(prep.std)}"
-    )
-    for key, value in source.meta.items():
-        if key not in ("sha256_prefix", "means", "dead", "positions"):
-            say(f"{key + ':':<15}{value}")
+    for key, value in describe(source):
+        say(f"{key + ':':<15}{value}")
     if source.id not in WEIGHT_SOURCES:
         return show_file_contents(source)
     table = parameter_table(source)

@@ -1,6 +1,9 @@
 """Lecture experiments (CS231n lecture 7 and course notes on weight initialisation and batch
 norm) reproduced as figures with numbers. Each ``run(out, tiny, seed)`` writes PNGs and a JSON of
-its numbers into ``out`` and returns those numbers."""
+its numbers into ``out`` and returns those numbers.
+
+May import: ``normstyle.errors``, ``io``, ``nets``, ``normalization`` and ``statistics``.
+"""
 
 from __future__ import annotations
 

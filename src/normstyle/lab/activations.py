@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normstyle.figures import save_figure, subplots
+from normstyle.io.figures import save_figure, subplots
 from normstyle.lab.common import progress_bar, threads, write_numbers
 from normstyle.lab.init import mlp
 

@@ -14,16 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from normstyle.figures import save_figure, subplots
-from normstyle.lab.common import (
-    accuracy,
-    digits,
-    progress_bar,
-    threads,
-    train_epoch,
-    write_numbers,
-)
-from normstyle.normalize import fold_batch_norm
+from normstyle.io.figures import save_figure, subplots
+from normstyle.lab.common import accuracy, digits, progress_bar, threads, train_epoch, write_numbers
+from normstyle.normalization.layout import fold_batch_norm
 
 LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 TRAINS = 0.9  # a run "trains" if its final test accuracy reaches this

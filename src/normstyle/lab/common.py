@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from normstyle.images import atomic_write
+from normstyle.io.files import atomic_write
 
 
 @contextmanager

@@ -16,15 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from normstyle.figures import save_figure, subplots
-from normstyle.lab.common import (
-    accuracy,
-    digits,
-    progress_bar,
-    threads,
-    train_epoch,
-    write_numbers,
-)
+from normstyle.io.figures import save_figure, subplots
+from normstyle.lab.common import accuracy, digits, progress_bar, threads, train_epoch, write_numbers
 
 
 def plain_relu_net(

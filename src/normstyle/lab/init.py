@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from normstyle.figures import save_figure, subplots
+from normstyle.io.figures import save_figure, subplots
 from normstyle.lab.common import write_numbers
-from normstyle.stats import ActivationStats, HistogramSpec
+from normstyle.statistics.engine import ActivationStats, HistogramSpec
 
 # (label, activation, weight std as a function of fan-in n). The lecture's fixed scales are for
 # n = 4096; at other widths (the tests' tiny runs) they keep n·Var[w], hence the same regime.

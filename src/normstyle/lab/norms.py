@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from normstyle.figures import new_figure, save_figure
+from normstyle.io.figures import new_figure, save_figure
 from normstyle.lab.common import write_numbers
 
 

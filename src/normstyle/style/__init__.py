@@ -1,4 +1,11 @@
-"""Gatys et al. style transfer: losses, options and the optimisation loop."""
+"""Gatys et al. style transfer: every default (``options``), the losses (``losses``), colour
+control (``color``), the levels, targets, start image, loop and pixel optimiser of a run
+(``levels``, ``targets``, ``initial``, ``loop``, ``precision``, ``optimizer``), intermediate
+images (``intermediates``), and the orchestration (``transfer``).
+
+May import: ``normstyle.errors``, ``io``, ``nets``, ``runtime`` and ``registry`` (the weights
+a stylisation uses).
+"""
 
 from normstyle.style.losses import (
     GatysLoss,

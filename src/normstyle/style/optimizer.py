@@ -41,6 +41,8 @@ BLOW_UP = 2.0
 # Rejections in a row after which the run stops (the restart step is halved each time, so the
 # last try moved pixels by 2^-7 of the first step).
 GIVE_UP = 8
+# L-BFGS curvature pairs kept, as neural-style (each costs two image-sized tensors).
+LBFGS_HISTORY = 100
 
 # objective(x, need_grad) → (loss as a 0-d tensor, ∂loss/∂x or None, anything to hand back)
 Objective = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None, Any]]

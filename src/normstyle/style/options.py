@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from normstyle.errors import OptionError
+from normstyle.runtime.precision import DeviceChoice, PrecisionChoice
 
 # Gatys et al. 2016, §3: content at conv4_2, style on conv1_1 … conv5_1 with w_l = 1/5.
 # Named after the ReLU: the paper's feature maps F^l are the rectified responses.
@@ -14,11 +16,16 @@ PAPER_CONTENT_LAYERS = {"relu4_2": 1.0}
 PAPER_STYLE_LAYERS = {f"relu{block}_1": 0.2 for block in range(1, 6)}
 
 
-def _option(default: Any = None, help: str = "", factory: Any = None) -> Any:
-    """A dataclass field whose help text the CLI shows: defaults and help live only here."""
+def _option(
+    default: Any = None, help: str = "", factory: Any = None, flag: str | None = None
+) -> Any:
+    """A dataclass field whose help text the CLI shows: defaults and help live only here.
+    ``flag``: the command-line name, where it is not the field's (``--size`` for long_side,
+    neural-style's ``-image_size``)."""
+    metadata = {"help": help, "flag": flag}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # More iterations than this are a typo, not a plan (a 64 px iteration takes ~0.05 s).
@@ -39,7 +46,9 @@ def _finite_number(value: Any, positive: bool = False) -> bool:
 class StyleOptions:
     """Options of :func:`normstyle.stylize`. Each help says where the default comes from."""
 
-    size: int = _option(512, "output long side in px (the paper's figures are ~512 px)")
+    long_side: int = _option(
+        512, "output long side in px (the paper's figures are ~512 px)", flag="--size"
+    )
     iterations: int = _option(500, "optimiser steps, one loss evaluation each")
     optimizer: Literal["lbfgs", "adam"] = _option(
         "lbfgs", "the paper optimises the pixels with L-BFGS"
@@ -67,7 +76,9 @@ class StyleOptions:
         factory=lambda: dict(PAPER_STYLE_LAYERS),
     )
     tv_weight: float = _option(0.0, "total-variation smoothing weight (not in the paper)")
-    style_scale: float = _option(1.0, "style image long side = size × style_scale (at most 8)")
+    style_scale: float = _option(
+        1.0, "style image long side = output long side × style_scale (at most 8)"
+    )
     style_blend: tuple[float, ...] | None = _option(
         None, "weights of several style images (default: equal)"
     )
@@ -79,7 +90,7 @@ class StyleOptions:
     )
     scales: int = _option(
         1,
-        "coarse-to-fine levels: optimise at size/2^(k-1), …, size/2, size, each level"
+        "coarse-to-fine levels: optimise at long sides L/2^(k-1), …, L/2, L, each level"
         " starting from the previous result upsampled (Gatys et al. 2017)",
     )
     coarse_iterations: int | None = _option(
@@ -87,8 +98,10 @@ class StyleOptions:
     )
     weights: str = _option("vgg19-caffe", "weight source id or file (the paper: Caffe VGG-19)")
     normalize: bool = _option(True, "use the weights' mean-normalised variant, as the paper does")
-    device: str = _option("auto", "cpu, cuda, mps or auto (the first available of cuda, mps, cpu)")
-    precision: str = _option(
+    device: DeviceChoice = _option(
+        "auto", "cpu, cuda, mps or auto (the first available of cuda, mps, cpu)"
+    )
+    precision: PrecisionChoice = _option(
         "auto",
         "network precision: fp32, bf16, fp16 or auto (bf16 where the hardware computes"
         " it natively, else fp32; losses and Grams stay fp32)",
@@ -104,18 +117,24 @@ class StyleOptions:
     def validate(self) -> None:
         """Raise :class:`OptionError` for values that cannot work. (Image sizes at each level
         and the memory they need are checked against the images, when a run starts.)"""
-        for name in ("size", "iterations", "scales"):
+        for name in ("long_side", "iterations", "scales"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise OptionError(f"{name} must be a positive integer, got {value!r}")
-        if self.size >> (self.scales - 1) < 1:
-            raise OptionError(f"{self.scales} scales from size {self.size}: the coarsest is 0 px")
+        if self.long_side >> (self.scales - 1) < 1:
+            raise OptionError(
+                f"{self.scales} scales from long side {self.long_side}: the coarsest is 0 px"
+            )
         for name in ("coarse_iterations", "save_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise OptionError(f"{name} must be a whole number ≥ 0, got {value!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**64):
             raise OptionError(f"seed must be a whole number from 0 to 2^64 − 1, got {self.seed!r}")
+        if self.device not in typing.get_args(DeviceChoice):
+            raise OptionError(f"device must be cpu, cuda, mps or auto, not '{self.device}'")
+        if self.precision not in typing.get_args(PrecisionChoice):
+            raise OptionError(f"precision must be fp32, bf16, fp16 or auto, not '{self.precision}'")
         if self.optimizer not in ("lbfgs", "adam"):
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.pooling not in ("avg", "max"):
@@ -167,9 +186,9 @@ class StyleOptions:
             return self.learning_rate
         return 1.0 if self.optimizer == "lbfgs" else 10.0
 
-    def level_sizes(self) -> list[int]:
+    def level_long_sides(self) -> list[int]:
         """Long side of each coarse-to-fine level, coarsest first."""
-        return [self.size >> k for k in reversed(range(self.scales))]
+        return [self.long_side >> k for k in reversed(range(self.scales))]
 
     def level_iterations(self) -> list[int]:
         """Iterations at each level, coarsest first."""

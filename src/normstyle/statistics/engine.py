@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from normstyle.errors import InputError, OptionError, did_you_mean
-from normstyle.models.chain import truncated_forward
+from normstyle.nets.chain import truncated_forward
 
 
 @dataclass

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from normstyle.figures import png_bytes, subplots
-from normstyle.images import atomic_write_many, check_folder, check_target
-from normstyle.stats import RunningStats
+from normstyle.io.figures import png_bytes, subplots
+from normstyle.io.files import atomic_write_many, check_folder, check_target
+from normstyle.statistics.engine import RunningStats
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """A network as a chain of named modules: the shape every tool here (features, statistics,
-normalisation) works on. ``nn.Sequential`` and :class:`~normstyle.models.vgg.VGG` are chains."""
+normalisation) works on. ``nn.Sequential`` and :class:`~normstyle.nets.vgg.VGG` are chains."""
 
 from __future__ import annotations
 

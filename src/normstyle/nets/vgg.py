@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from normstyle.errors import OptionError, did_you_mean
-from normstyle.models.chain import chain_of, run_chain
+from normstyle.nets.chain import chain_of, run_chain
 
 Pooling = Literal["max", "avg"]
 

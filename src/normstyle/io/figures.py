@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from normstyle.images import atomic_write
+from normstyle.io.files import atomic_write
 
 
 def new_figure(**options: Any) -> Any:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from normstyle.io.tensors import image_to_rgb, rgb_to_image
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -55,22 +57,6 @@ class Preprocessing:
     def tensor_to_image(self, x: torch.Tensor) -> Image.Image:
         """Network input (1, 3, H, W) or (3, H, W) → 8-bit RGB PIL image (clamped, rounded)."""
         return rgb_to_image(self.to_rgb(x if x.dim() == 4 else x.unsqueeze(0)))
-
-
-def image_to_rgb(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image → float32 tensor (1, 3, H, W) in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def rgb_to_image(rgb: torch.Tensor) -> Image.Image:
-    """A tensor (1, 3, H, W) or (3, H, W) in [0, 1] → 8-bit RGB PIL image (clamped, rounded)."""
-    if rgb.dim() == 4:
-        if rgb.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {rgb.shape[0]}")
-        rgb = rgb[0]
-    array = (rgb.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
 
 
 # Caffe VGG (Simonyan & Zisserman, used by Gatys et al.): BGR, 0–255, minus the mean pixel.

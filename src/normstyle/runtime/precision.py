@@ -29,6 +29,9 @@ import torch
 from normstyle.errors import OptionError
 
 Precision = Literal["fp32", "bf16", "fp16"]
+PrecisionChoice = Literal["auto", "fp32", "bf16", "fp16"]  # what a user may ask for
+Device = Literal["cpu", "cuda", "mps"]
+DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # oneDNN's ISA names in increasing order (its documentation of ONEDNN_MAX_CPU_ISA). A limit below
@@ -143,7 +146,7 @@ class Runtime:
         return f"{self.device.type}, {self.precision}"
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+def resolve_runtime(device: DeviceChoice = "auto", precision: PrecisionChoice = "auto") -> Runtime:
     """``--device`` and ``--precision`` as a :class:`Runtime`, refusing what the machine lacks.
 
     ``auto`` precision is bf16 where the device computes it natively, else fp32. An explicit

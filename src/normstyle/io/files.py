@@ -1,0 +1,147 @@
+"""Files: opening inputs safely, checking output targets before work, writing outputs atomically
+(all of a set or none), and content digests. Imports nothing of normstyle but its errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+from normstyle.errors import InputError, OptionError
+
+
+def open_regular_file(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file, else raise :class:`InputError`.
+
+    Opened without blocking and checked on the open descriptor, so a fifo (which would block
+    ``open`` until a writer appears) or a device is refused at once, even if it replaced a
+    regular file after a check.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot open ({error.strerror or error})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (fifo, device, socket)"
+        raise InputError(f"{path}: is {kind}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open_regular_file(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """Fail early if a file cannot be written at ``path``: its folder is missing or not
+    writable (tried by creating a file there: permission bits do not stop root, /proc does), or
+    ``path`` is a directory or some other non-regular file."""
+    path = Path(path)
+    if not str(path):
+        raise OptionError("an output file name is empty")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file")
+    reason = _unwritable(parent)
+    if reason:
+        raise InputError(f"{path}: cannot write in {parent} ({reason})")
+    return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (tried, then removed), or None."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".normstyle-", suffix=".probe"):
+            return None
+    except OSError as error:
+        return str(error.strerror or error)
+
+
+def check_folder(folder: str | os.PathLike[str], create: bool = False) -> Path:
+    """Check that files can be written in ``folder``: if it exists, in it; else in its nearest
+    existing ancestor, where it could be created. ``create`` makes it (with its parents)."""
+    folder = Path(folder)
+    if not str(folder):
+        raise OptionError("an output folder name is empty")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or error
+            raise InputError(f"{folder}: cannot create the folder ({reason})") from None
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{folder}: cannot be created, {existing} is not a folder")
+    reason = _unwritable(existing)
+    if reason:
+        where = "" if existing == folder else f" (in {existing})"
+        raise InputError(f"{folder}: cannot write there{where} ({reason})")
+    return folder
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file next to ``path``, then rename it there.
+    An OSError (disk full, permissions) becomes an :class:`InputError` naming ``path``."""
+    atomic_write_many([(path, write)])
+    return path
+
+
+def atomic_write_many(items: Sequence[tuple[Path, Callable[[IO[bytes]], object]]]) -> list[Path]:
+    """Write several files so that either all of them are written or none is: every target is
+    checked, every file is written to a temporary name beside its target, then all are renamed.
+    """
+    for path, _ in items:
+        check_target(path)
+    temporaries: list[str] = []
+    try:
+        for path, write in items:
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
+                dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+            )
+            temporaries.append(handle.name)
+            try:
+                with handle:
+                    write(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise InputError(f"{path}: cannot write ({error.strerror or error})") from None
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(handle.name, 0o666 & ~umask)
+        for (path, _), temporary in zip(items, temporaries):
+            try:
+                os.replace(temporary, path)
+            except OSError as error:
+                raise InputError(f"{path}: cannot write ({error.strerror or error})") from None
+    except BaseException:
+        for temporary in temporaries:
+            Path(temporary).unlink(missing_ok=True)
+        raise
+    return [path for path, _ in items]

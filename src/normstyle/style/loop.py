@@ -1,0 +1,96 @@
+"""The optimisation loop of one level: the objective (loss and pixel gradient), the optimiser
+chosen by the options, the progress bar and the per-step callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from normstyle.nets.preprocessing import Preprocessing
+from normstyle.nets.vgg import VGG
+from normstyle.runtime.precision import Runtime
+from normstyle.style.losses import GatysLoss, LossTerms
+from normstyle.style.optimizer import (
+    LBFGS,
+    LBFGS_HISTORY,
+    Adam,
+    Minimized,
+    PixelOptimizer,
+    minimize,
+)
+from normstyle.style.options import StyleOptions
+from normstyle.style.precision import GradientScale, backward_to_pixels, evaluate
+
+StepCallback = Callable[[int, torch.Tensor, LossTerms], None]
+
+
+def optimize(
+    model: VGG,
+    loss: GatysLoss,
+    start: torch.Tensor,
+    iterations: int,
+    options: StyleOptions,
+    prep: Preprocessing,
+    runtime: Runtime,
+    callbacks: Sequence[StepCallback] = (),
+) -> Minimized:
+    """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
+    evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`).
+
+    Returns the best image found (``.x``, fp32 in network input space), its loss terms
+    (``.extra``), the loss after each iteration and what the guard did.
+    """
+    scale = GradientScale()
+
+    def objective(
+        x: torch.Tensor, need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LossTerms]:
+        if not need_grad:
+            terms = evaluate(model, loss, x, runtime)
+            return terms.total.detach(), None, terms
+        leaf = x.detach().requires_grad_(True)
+        terms = backward_to_pixels(model, loss, leaf, runtime, scale).detach()
+        return terms.total, leaf.grad, terms
+
+    if options.optimizer == "lbfgs":
+        # No line search, one evaluation per iteration (see style/optimizer.py).
+        stepper: PixelOptimizer = LBFGS(prep.pixel_unit, options.step_size(), LBFGS_HISTORY)
+    else:
+        stepper = Adam(prep.pixel_unit, options.step_size())
+
+    report_every = max(1, iterations // 10)
+    with tqdm(
+        total=iterations,
+        desc=f"stylize {tuple(start.shape[2:])}",
+        unit="it",
+        disable=not options.progress,
+        dynamic_ncols=True,
+    ) as bar:
+
+        def on_iteration(iteration: int, x: torch.Tensor, value: float, terms: Any) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            if options.verbose and (iteration % report_every == 0 or iteration == 1):
+                tqdm.write(format_terms(iteration, terms, loss))
+            for callback in callbacks:
+                callback(iteration, x, terms)
+
+        return minimize(objective, start.float(), iterations, stepper, on_iteration)
+
+
+def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:
+    """One line: total, weighted content and style terms per layer."""
+    parts = [f"iter {iteration:5d}  total {float(terms.total):.4g}"]
+    for name, value in terms.content.items():
+        weighted = loss.content_weight * loss.content_layers[name] * float(value)
+        parts.append(f"content {name} {weighted:.3g}")
+    for name, value in terms.style.items():
+        parts.append(
+            f"style {name} {loss.style_weight * loss.style_layers[name] * float(value):.3g}"
+        )
+    if terms.tv is not None:
+        parts.append(f"tv {loss.tv_weight * float(terms.tv):.3g}")
+    return "  ".join(parts)
