@@ -63,16 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=str(DATA / "imagenet-samples"))
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--short-side", type=int, default=256)
     args = parser.parse_args()
     files = image_files(args.images, args.limit)
     get_weights("vgg19-caffe").load_state_dict()  # decode once, outside the timings
-    reference, base = timed(lambda: straightforward(files, args.size))
+    reference, base = timed(lambda: straightforward(files, args.short_side))
     rows, results = [], []
     for name, run in [
         ("straightforward fp32 loop", None),
-        ("normstyle fp32", lambda: ours(files, args.size, False)),
-        ("normstyle bf16 autocast", lambda: ours(files, args.size, True)),
+        ("normstyle fp32", lambda: ours(files, args.short_side, False)),
+        ("normstyle bf16 autocast", lambda: ours(files, args.short_side, True)),
     ]:
         means, seconds = (reference, base) if run is None else timed(run)
         worst, p99 = difference(means, reference)
@@ -96,10 +96,10 @@ def main() -> None:
                 "p99_rel_diff": p99,
             }
         )
-    print(f"{len(files)} images, short side {args.size}")
+    print(f"{len(files)} images, short side {args.short_side}")
     print(table(["variant", "s", "img/s", "speed-up", "max rel. diff of μ", "p99 rel. diff"], rows))
     name = "normalize" if args.limit is None else f"normalize-{args.limit}"
-    path = write_results(name, {"size": args.size, "results": results})
+    path = write_results(name, {"size": args.short_side, "results": results})
     print(f"wrote {path}")
 
 

@@ -48,7 +48,7 @@ class Fp32Judge:
     """Our default objective in fp32, for images of one content/style/size."""
 
     def __init__(self, content: Path, style: Path, size: int) -> None:
-        self.options = StyleOptions(size=size, progress=False)
+        self.options = StyleOptions(long_side=size, progress=False)
         source = for_stylization(self.options.weights)
         self.prep = source.preprocessing
         self.runtime = resolve_runtime("cpu", "fp32")
@@ -86,7 +86,7 @@ def ours(
     last = [time.perf_counter()]
     # Our default, iterations per level aside; one level unless extra says otherwise.
     options = StyleOptions(
-        size=size, iterations=iterations, precision=precision, seed=0, progress=False, **extra
+        long_side=size, iterations=iterations, precision=precision, seed=0, progress=False, **extra
     )
 
     def on_step(iteration: int, x: torch.Tensor, terms) -> None:
@@ -160,7 +160,7 @@ def peak_rss(size: int, iterations: int = 2) -> float:
     """Peak resident memory (GB) of a fresh process running a few default iterations."""
     code = (
         "import resource, normstyle;"
-        f"normstyle.stylize('builtin:grace_hopper', 'builtin:swirls', size={size},"
+        f"normstyle.stylize('builtin:grace_hopper', 'builtin:swirls', long_side={size},"
         f" iterations={iterations}, progress=False, seed=0);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
