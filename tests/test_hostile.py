@@ -576,3 +576,123 @@ def test_empty_names_are_not_the_current_folder(capsys, tmp_path: Path) -> None:
     run_clean(capsys, tmp_path, [*argv, "-o", "", *TINY], 2, "the output file name is empty")
     out = str(tmp_path / "o.png")
     run_clean(capsys, tmp_path, [*argv, "-o", out, "--init", "", *TINY], 1, "file name is empty")
+
+
+# --- a second independent hostile review (of the layout commit's parent) -------------------
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_is_no_traceback(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "normstyle", "weights", "list"]
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *command],
+        cwd=tmp_path,
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_normalize_may_not_overwrite_its_input_weights(capsys, tmp_path: Path) -> None:
+    net = weights_file(tmp_path / "net.safetensors")
+    before = net.read_bytes()
+    argv = ["normalize", "--weights", str(net), "--images", str(tmp_path), "-o", str(net)]
+    run_clean(capsys, tmp_path, argv, 2, "would overwrite the input")
+    assert net.read_bytes() == before
+
+
+def test_empty_output_folders_are_refused(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    run_clean(capsys, tmp_path, ["stats", "--images", ".", "-o", ""], 2, "folder name is empty")
+    run_clean(capsys, tmp_path, ["lab", "norms", "--tiny", "-o", ""], 2, "folder name is empty")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kind"),
+    [(torch.complex64, "complex64"), (torch.int32, "int32"), (torch.bool, "bool")],
+)
+def test_weights_that_are_not_real_numbers_are_refused(capsys, tmp_path, dtype, kind) -> None:
+    net = weights_file(tmp_path / "w.safetensors", **{"conv1_1.weight": torch.ones(64, 3, 3, 3)})
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(net))
+    state["conv1_1.weight"] = state["conv1_1.weight"].to(dtype)
+    save_file(state, str(net))
+    run_clean(capsys, tmp_path, ["weights", "show", str(net)], 1, f"holds {kind} values")
+
+
+def test_the_write_check_leaves_no_named_file(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from normstyle.io.files import check_target
+
+    if not getattr(os, "O_TMPFILE", 0):
+        pytest.skip("this system has no unnamed temporary files (O_TMPFILE)")
+
+    def named(*args, **kwargs):
+        raise AssertionError("a named probe file was created")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", named)
+    assert check_target(tmp_path / "o.png") == tmp_path / "o.png"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_lab_write_names_the_users_folder(capsys, tmp_path: Path, monkeypatch) -> None:
+    from normstyle.errors import InputError
+    from normstyle.lab import norms
+
+    def full(figure, path, *args, **kwargs):
+        raise InputError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(norms, "save_figure", full)
+    out = tmp_path / "lab"
+    err = run_clean(capsys, tmp_path, ["lab", "norms", "--tiny", "-o", str(out)], 1, "No space")
+    assert f"{out}/norms.png: cannot write" in err and ".lab-" not in err
+
+
+def test_progress_bars_end_before_a_message(capsys, tmp_path: Path) -> None:
+    import io
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=5, file=io.StringIO())
+    bar.update(1)
+    argv = ["stylize", str(tmp_path / "missing.png"), "builtin:swirls", "-o", "o.png"]
+    run_clean(capsys, tmp_path, argv, 1, "no such file")
+    assert bar.disable  # closed: no redraw can follow the message
+
+
+@pytest.mark.vgg
+def test_no_progress_bar_where_stderr_is_not_a_terminal(capsys, tmp_path: Path) -> None:
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(tmp_path / "o.png")]
+    assert main([*argv, "--size", "32", "--iterations", "2", "--seed", "1"]) == 0
+    assert capsys.readouterr().err == ""  # captured stderr is no terminal: no bar lines
+
+
+def test_stats_refuses_no_layers_and_a_report_inside_its_images(capsys, tmp_path: Path) -> None:
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    argv = ["stats", "--images", str(tmp_path)]
+    run_clean(capsys, tmp_path, [*argv, "--layers", " , ", "-o", "r"], 2, "names no layer")
+    run_clean(capsys, tmp_path, [*argv, "-o", str(tmp_path)], 2, "is the --images folder")
+
+
+def test_means_without_compare_is_refused(capsys, tmp_path: Path) -> None:
+    argv = ["normalize", "--images", str(tmp_path), "--means", "m.json", "-o", "n.safetensors"]
+    run_clean(capsys, tmp_path, argv, 2, "--means goes with --compare")
+
+
+def test_huge_blend_weights_are_the_same_blend() -> None:
+    from normstyle.style.targets import blend_weights
+
+    assert blend_weights([1e308, 1e308], 2) == [0.5, 0.5]
+    assert blend_weights([3.0, 1.0], 2) == [0.75, 0.25]
+
+
+def test_a_dangling_link_at_an_intermediate_name_is_not_replaced(capsys, tmp_path: Path) -> None:
+    (tmp_path / "out_1.png").symlink_to(tmp_path / "nowhere" / "x")
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(tmp_path / "out.png")]
+    argv += ["--size", "64", "--iterations", "3", "--save-every", "1", "--no-progress"]
+    run_clean(capsys, tmp_path, argv, 2, "out_1.png exists")
+    assert (tmp_path / "out_1.png").is_symlink()

@@ -180,7 +180,7 @@ def test_cli_normalize_errors(folder: Path, tmp_path: Path, capsys, monkeypatch)
             1,
             "not a folder",
         ),
-        (["--images", str(folder), "-o", str(tmp_path / "n.pth")], 2, "must end in .safetensors"),
+        (["--images", str(folder), "-o", str(tmp_path / "n.pth")], 2, "ending in .safetensors"),
         (
             [
                 "--images",

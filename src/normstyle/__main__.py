@@ -27,7 +27,8 @@ def run() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (>&-)
+            sys.stdout.flush()
     except (OSError, ValueError):
         # stdout is full, closed or a broken pipe, and the work itself is complete: point it at
         # /dev/null so that the interpreter's own flush at exit cannot fail a second time.

@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None, pending: list[int] | None = None) ->
             detail = f"kept {len(kept)} intermediate image(s) ({names}); final output not written"
         else:
             detail = "nothing written"
+        _close_progress_bars()
         print(f"{command}: {what}; {detail}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
@@ -120,6 +121,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     except (NormstyleError, OSError, RuntimeError, MemoryError) as error:
         if os.environ.get("NORMSTYLE_DEBUG"):
             raise
+        _close_progress_bars()
         print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, OptionError) else 1
     except Exception as error:  # a bug: still one line, with the way to the traceback
@@ -131,6 +133,15 @@ def _run(args: argparse.Namespace, command: str) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _close_progress_bars() -> None:
+    """End the line of any progress bar still open (an interrupted or failed run), so that the
+    message after it stands on a line of its own and no redraw of the bar follows it."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
 
 
 def _one_line(error: BaseException) -> str:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from normstyle.cli.common import final_write, say, seed
+from normstyle.errors import NormstyleError
 from normstyle.io.files import check_folder, check_target
 from normstyle.lab import EXPERIMENTS, OUTPUTS
 
@@ -32,9 +33,9 @@ def handle(args: argparse.Namespace) -> int:
     """Run the chosen experiments. Every output is checked before any work; each experiment
     writes into a hidden staging folder and its files are moved into place together, so a
     failure or Ctrl-C leaves no partial experiment behind (nor a folder this run created)."""
+    check_folder(args.output)  # the name as given: Path("") would be "."
     out = Path(args.output)
     chosen = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
-    check_folder(out)
     if out.is_dir():
         for name in chosen:
             for file_name in OUTPUTS[name]:
@@ -45,7 +46,10 @@ def handle(args: argparse.Namespace) -> int:
         for name in chosen:
             start = time.perf_counter()
             with tempfile.TemporaryDirectory(dir=out, prefix=f".lab-{name}-") as staging:
-                EXPERIMENTS[name](Path(staging), args.tiny, args.seed)
+                try:
+                    EXPERIMENTS[name](Path(staging), args.tiny, args.seed)
+                except NormstyleError as error:  # name the user's folder, not the staging one
+                    raise type(error)(str(error).replace(staging, str(out))) from None
                 with final_write(finish=False):  # an experiment's files move together
                     for path in sorted(Path(staging).iterdir()):
                         os.replace(path, out / path.name)

@@ -72,7 +72,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.compare:
         return compare(args)
     require(args.output is not None, "the normalised network needs -o NET.safetensors")
-    output = check_network_targets(args.output)  # both files, before the long part
+    require(args.means is None, "--means goes with --compare (normalize measures its own means)")
+    # Both files, before the long part; neither may be the weights file it is made from.
+    output = check_network_targets(args.output, [args.weights])
     result = normalize_folder(
         get_weights(args.weights),
         image_folder(args),

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from normstyle.cli.common import add_choice, add_folder_options, final_write, image_folder, say
+from normstyle.cli.common import (
+    add_choice,
+    add_folder_options,
+    final_write,
+    image_folder,
+    require,
+    say,
+)
 from normstyle.registry import DEFAULT_WEIGHTS, compared_networks, get_weights
 from normstyle.statistics.diagnostics import folder_reports
 from normstyle.statistics.report import check_report_folder, markdown, write_report
@@ -29,11 +36,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``stats``."""
-    check_report_folder(args.output)  # before the work, not after it
+    check_report_folder(args.output, args.images)  # before the work, not after it
     source = get_weights(args.weights)
     images = image_folder(args)
     files = images.files()
     layers = [part.strip() for part in args.layers.split(",") if part.strip()]
+    require(bool(layers), "--layers names no layer (e.g. relu* or relu1_1,relu5_1)")
     models = compared_networks(
         source,
         args.pooling,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -48,13 +49,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one existing file (through links too)."""
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_target(path: str | os.PathLike[str]) -> Path:
     """Fail early if a file cannot be written at ``path``: its folder is missing or not
     writable (tried by creating a file there: permission bits do not stop root, /proc does), or
     ``path`` is a directory or some other non-regular file."""
-    path = Path(path)
-    if not str(path):
+    if not str(path):  # checked before Path(), which turns "" into "."
         raise OptionError("an output file name is empty")
+    path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{path}: folder {parent} does not exist")
@@ -69,7 +78,20 @@ def check_target(path: str | os.PathLike[str]) -> Path:
 
 
 def _unwritable(folder: Path) -> str | None:
-    """Why no file can be created in ``folder`` (tried, then removed), or None."""
+    """Why no file can be created in ``folder`` (tried), or None.
+
+    Tried with an unnamed file (``O_TMPFILE``) where the system has them: nothing appears in the
+    folder, so nothing is left behind if the process is stopped during the check. Elsewhere a
+    named temporary file is created and removed at once.
+    """
+    unnamed = getattr(os, "O_TMPFILE", 0)
+    if unnamed:
+        try:
+            os.close(os.open(folder, unnamed | os.O_WRONLY, 0o600))
+            return None
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return str(error.strerror or error)  # a real refusal: read-only, /proc …
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".normstyle-", suffix=".probe"):
             return None
@@ -80,9 +102,9 @@ def _unwritable(folder: Path) -> str | None:
 def check_folder(folder: str | os.PathLike[str], create: bool = False) -> Path:
     """Check that files can be written in ``folder``: if it exists, in it; else in its nearest
     existing ancestor, where it could be created. ``create`` makes it (with its parents)."""
-    folder = Path(folder)
-    if not str(folder):
+    if not str(folder):  # checked before Path(), which turns "" into "."
         raise OptionError("an output folder name is empty")
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if create:

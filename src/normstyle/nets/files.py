@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from normstyle.errors import InputError, OptionError
-from normstyle.io.files import atomic_write_many, check_target, open_regular_file
+from normstyle.io.files import atomic_write_many, check_target, open_regular_file, same_file
 from normstyle.nets.preprocessing import PREPROCESSINGS
 
 
@@ -96,9 +96,16 @@ def file_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:
 
 
 def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Raise :class:`InputError` naming the first tensor with NaN or infinite values."""
+    """Raise :class:`InputError` naming the first tensor that is not real floating-point
+    (complex, integer or boolean weights; batch norm's step counter excepted) or that holds NaN
+    or infinite values."""
     for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not value.is_floating_point():
+            if key.endswith("num_batches_tracked"):
+                continue
+            kind = str(value.dtype).removeprefix("torch.")
+            raise InputError(f"{where}: {key} holds {kind} values, not real-valued weights")
+        if not bool(torch.isfinite(value).all()):
             raise InputError(f"{where}: {key} has values that are not finite (NaN or inf)")
 
 
@@ -109,7 +116,7 @@ def save_network(
     each atomically. Returns both paths."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise OptionError(f"{path}: the output must end in .safetensors")
+        raise OptionError(f"{path}: the output must be a file name ending in .safetensors")
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     text = json.dumps(meta, indent=1)
     payload = safetensors_bytes(state, metadata={"normstyle": json.dumps(meta)})
@@ -129,13 +136,19 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def check_network_targets(path: str | Path) -> Path:
-    """Fail before any work if the network or its sidecar cannot be written."""
+def check_network_targets(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+    """Fail before any work if the network or its sidecar cannot be written, or would replace
+    one of the ``inputs`` (the weights file it is made from)."""
+    if not str(path):
+        raise OptionError("the output file name is empty")
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise OptionError(f"{path}: the output must end in .safetensors")
-    check_target(path)
-    check_target(sidecar_path(path))
+    if path.suffix != ".safetensors" or path.name == ".safetensors":
+        raise OptionError(f"{path}: the output must be a file name ending in .safetensors")
+    for target in (path, sidecar_path(path)):
+        for source in inputs:
+            if same_file(target, source):
+                raise OptionError(f"-o {path} would overwrite the input {source}: choose another")
+        check_target(target)
     return path
 
 

@@ -38,7 +38,9 @@ COMPARE_BYTES_PER_PIXEL = 9000
 def _with_progress(
     batches: Iterable[torch.Tensor], total: int, show: bool, desc: str
 ) -> Iterator[torch.Tensor]:
-    with tqdm(total=total, desc=desc, unit="img", disable=not show, dynamic_ncols=True) as bar:
+    # disable=None: shown only where stderr is a terminal (a log file gets no bar lines).
+    disable = None if show else True
+    with tqdm(total=total, desc=desc, unit="img", disable=disable, dynamic_ncols=True) as bar:
         for batch in batches:
             yield batch
             bar.update(1)

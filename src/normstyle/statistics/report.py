@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from normstyle.errors import OptionError
 from normstyle.io.figures import png_bytes, subplots
-from normstyle.io.files import atomic_write_many, check_folder, check_target
+from normstyle.io.files import atomic_write_many, check_folder, check_target, same_file
 from normstyle.statistics.engine import RunningStats
 
 
@@ -104,10 +105,13 @@ def figures(reports: dict[str, list[LayerSummary]]) -> dict[str, bytes]:
     return written
 
 
-def check_report_folder(folder: str | Path) -> Path:
+def check_report_folder(folder: str | Path, images: str | Path | None = None) -> Path:
     """Check that ``folder`` can be created (if needed) and every report file written there —
-    before the statistics are computed, not after."""
+    before the statistics are computed, not after — and that it is not the folder of
+    ``images`` itself (its figures would be read as images by the next run)."""
     folder = check_folder(folder)
+    if images is not None and Path(images).is_dir() and same_file(folder, images):
+        raise OptionError(f"-o {folder} is the --images folder: choose another")
     if folder.is_dir():
         for name in REPORT_FILES:
             check_target(folder / name)

@@ -11,7 +11,7 @@ import torch
 
 from normstyle.errors import OptionError
 from normstyle.io.builtin import is_builtin
-from normstyle.io.files import check_target
+from normstyle.io.files import check_target, same_file
 from normstyle.io.save import check_output_path, save_image
 from normstyle.nets.preprocessing import Preprocessing
 from normstyle.style.loop import StepCallback
@@ -29,22 +29,15 @@ def check_outputs(
     for source in inputs:
         if not isinstance(source, (str, os.PathLike)) or is_builtin(source):
             continue
-        if _same_file(output, source):
+        if same_file(output, source):
             raise OptionError(f"-o {output} is one of the input images: choose another name")
     for path in intermediate_paths(options, output):
-        if path.exists():
+        if os.path.lexists(path):  # a link to nowhere would be replaced, so it counts too
             raise OptionError(
                 f"{path} exists and --save-every would overwrite it: move it, or choose another -o"
             )
         check_target(path)
     return output
-
-
-def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    try:
-        return Path(b).exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def intermediate_paths(options: StyleOptions, output: str | Path) -> list[Path]:

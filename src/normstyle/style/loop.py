@@ -66,7 +66,7 @@ def optimize(
         total=iterations,
         desc=f"stylize {tuple(start.shape[2:])}",
         unit="it",
-        disable=not options.progress,
+        disable=None if options.progress else True,  # None: only where stderr is a terminal
         dynamic_ncols=True,
     ) as bar:
 

@@ -26,10 +26,12 @@ def blend_weights(blend: Sequence[float] | None, count: int) -> list[float]:
         return [1.0 / count] * count
     if len(blend) != count:
         raise OptionError(f"{len(blend)} style blend weights for {count} style images")
-    total = sum(blend)
-    if total <= 0:
+    largest = max(blend)
+    if largest <= 0:
         raise OptionError("style blend weights must not all be zero")
-    return [w / total for w in blend]
+    scaled = [w / largest for w in blend]  # first to at most 1: 1e308 + 1e308 would be inf
+    total = sum(scaled)
+    return [w / total for w in scaled]
 
 
 @torch.no_grad()
