@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from normstyle.cli.common import (
-    add_choice,
-    add_folder_options,
-    final_write,
-    image_folder,
-    require,
-    say,
-)
+from normstyle.cli.common import add_choice, add_folder_options, final_write, image_folder, say
+from normstyle.errors import OptionError
 from normstyle.registry import DEFAULT_WEIGHTS, compared_networks, get_weights
 from normstyle.statistics.diagnostics import folder_reports
 from normstyle.statistics.report import check_report_folder, markdown, write_report
@@ -41,7 +35,8 @@ def handle(args: argparse.Namespace) -> int:
     images = image_folder(args)
     files = images.files()
     layers = [part.strip() for part in args.layers.split(",") if part.strip()]
-    require(bool(layers), "--layers names no layer (e.g. relu* or relu1_1,relu5_1)")
+    if not layers:
+        raise OptionError("--layers names no layer (e.g. relu* or relu1_1,relu5_1)")
     models = compared_networks(
         source,
         args.pooling,
