@@ -50,6 +50,7 @@ def test_stylize_writes_the_output(capsys, tmp_path: Path) -> None:
         (["--size", "0"], 2, "--size: must be positive"),
         (["--iterations", "-5"], 2, "--iterations: must be positive"),
         (["--iterations", "many"], 2, "expected a positive integer"),
+        (["--iterations", "Auto"], 2, "expected a positive integer"),
         (["--style-layers", "relu4_3x"], 2, "unknown layer 'relu4_3x' (did you mean 'relu4_3'?)"),
         (["--weights", "vgg19-cafe"], 2, "did you mean 'vgg19-caffe'"),
         (["--pooling", "min"], 2, "invalid choice"),

@@ -228,3 +228,32 @@ def test_gradient_scale_follows_torch_grad_scaler(overflows: list[bool]) -> None
         ours.overflowed() if overflow else ours.succeeded()
         assert ours.value == scaler.get_scale()
     assert ours.value != 1.0  # the sequences did move the scale
+
+
+def test_the_stopping_rule_against_its_definition() -> None:
+    from normstyle.style.stopping import StoppingRule
+
+    rule = StoppingRule(window=10, tolerance=0.01, minimum=20)
+    # Loss 100·r^i falls over 10 iterations by (r^-10 − 1) of the newer value: 0.90% for
+    # r = 0.9991 (under 1%: finished), 2.0% for r = 0.998 (not yet).
+    slow = [100 * 0.9991**i for i in range(30)]
+    fast = [100 * 0.998**i for i in range(30)]
+    assert rule(slow) and not rule(fast)
+    assert not rule(slow[:19])  # before the minimum
+    flat = [5.0] * 11
+    assert not StoppingRule(window=10, tolerance=0.0, minimum=5)(flat[:10])  # window not full
+    assert StoppingRule(window=10, tolerance=0.0, minimum=5)(flat)
+
+
+def test_a_finished_run_stops_early_and_keeps_its_best_image() -> None:
+    from normstyle.style.stopping import StoppingRule
+
+    objective, minimum, _ = quadratic()
+    rule = StoppingRule(window=5, tolerance=1e-9, minimum=10)
+    result = minimize(
+        objective, torch.zeros(20, dtype=torch.float64), 500, LBFGS(UNIT), finished=rule
+    )
+    assert result.finished and 10 <= len(result.losses) < 500
+    assert float((result.x - minimum).norm() / minimum.norm()) < 1e-4
+    exact = minimize(objective, torch.zeros(20, dtype=torch.float64), 37, LBFGS(UNIT))
+    assert not exact.finished and len(exact.losses) == 37  # a count given is run exactly

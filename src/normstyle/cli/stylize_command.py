@@ -32,6 +32,11 @@ from normstyle.style.options import StyleOptions
 from normstyle.style.transfer import run
 
 
+def iteration_count(text: str) -> int | str:
+    """argparse type: 'auto' or a positive whole number."""
+    return "auto" if text.strip() == "auto" else positive_int(text)
+
+
 def _non_negative_int(text: str) -> int:
     value = int(non_negative_float(text))
     if str(value) != text.strip():
@@ -42,7 +47,7 @@ def _non_negative_int(text: str) -> int:
 # How each StyleOptions field is parsed on the command line (bools are flags).
 _PARSERS: dict[str, Any] = {
     "long_side": positive_int,
-    "iterations": positive_int,
+    "iterations": iteration_count,
     "learning_rate": positive_float,
     "init": str,
     "content_weight": non_negative_float,
@@ -167,7 +172,7 @@ def handle(args: argparse.Namespace) -> int:
         save_image(result.image, output)
     width, height = result.image.size
     say(
-        f"wrote {output} ({width}×{height}, {sum(options.level_iterations())} iterations,"
+        f"wrote {output} ({width}×{height}, {len(result.losses)} iterations,"
         f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
         f" loss {result.final['total']:.4g})"
     )

@@ -1,6 +1,7 @@
 """Gatys et al. style transfer: every default (``options``), the losses (``losses``), colour
 control (``color``), the levels, targets, start image, loop and pixel optimiser of a run
-(``levels``, ``targets``, ``initial``, ``loop``, ``precision``, ``optimizer``), intermediate
+(``levels``, ``targets``, ``initial``, ``loop``, ``precision``, ``optimizer``, ``stopping``),
+intermediate
 images (``intermediates``), and the orchestration (``transfer``).
 
 May import: ``normstyle.errors``, ``io``, ``nets``, ``runtime`` and ``registry`` (the weights

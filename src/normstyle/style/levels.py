@@ -22,7 +22,8 @@ class Level:
 
     long_side: int
     style_long_side: int
-    iterations: int
+    iterations: int  # exactly, or at most where ``auto``
+    auto: bool = False  # the stopping rule may end the level sooner
 
 
 def min_input_side(layer_names: Sequence[str], used: Iterable[str]) -> int:
@@ -54,8 +55,8 @@ def plan_levels(
     minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layers])
     levels = []
     count = options.scales
-    for index, (size, iterations) in enumerate(
-        zip(options.level_long_sides(), options.level_iterations()), start=1
+    for index, (size, (iterations, auto)) in enumerate(
+        zip(options.level_long_sides(), options.level_budgets()), start=1
     ):
         where = f" at level {index} of {count}" if count > 1 else ""
         style_size = max(1, round(size * options.style_scale))
@@ -84,7 +85,7 @@ def plan_levels(
             history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
             needed_bytes = stylization_bytes(width * height, target_pixels, history, precision)
             check_fits(needed_bytes, f"a {width}×{height} px output" + where)
-        levels.append(Level(size, style_size, iterations))
+        levels.append(Level(size, style_size, iterations, auto))
     return levels
 
 

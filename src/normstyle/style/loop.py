@@ -23,6 +23,7 @@ from normstyle.style.optimizer import (
 )
 from normstyle.style.options import StyleOptions
 from normstyle.style.precision import GradientScale, backward_to_pixels, evaluate
+from normstyle.style.stopping import StoppingRule
 
 StepCallback = Callable[[int, torch.Tensor, LossTerms], None]
 
@@ -36,9 +37,11 @@ def optimize(
     prep: Preprocessing,
     runtime: Runtime,
     callbacks: Sequence[StepCallback] = (),
+    finished: StoppingRule | None = None,
 ) -> Minimized:
     """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
-    evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`).
+    evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`), or
+    fewer where the stopping rule ``finished`` ends the run.
 
     Returns the best image found (``.x``, fp32 in network input space), its loss terms
     (``.extra``), the loss after each iteration and what the guard did.
@@ -78,7 +81,13 @@ def optimize(
             for callback in callbacks:
                 callback(iteration, x, terms)
 
-        return minimize(objective, start.float(), iterations, stepper, on_iteration)
+        result = minimize(
+            objective, start.float(), iterations, stepper, on_iteration, finished=finished
+        )
+        if result.finished:  # the bar ends where the run did, not at its cap
+            bar.total = len(result.losses)
+            bar.refresh()
+        return result
 
 
 def format_terms(iteration: int, terms: LossTerms, loss: GatysLoss) -> str:

@@ -163,7 +163,8 @@ class Minimized:
     losses: list[float] = field(default_factory=list)  # accepted loss after each iteration
     rejected: int = 0  # steps rejected by the guard
     events: list[str] = field(default_factory=list)  # what the guard did, one line each
-    stopped: str | None = None  # why the run stopped before its last iteration
+    stopped: str | None = None  # why the guard stopped the run before its last iteration
+    finished: bool = False  # the stopping rule ended the run (the image is finished)
 
 
 def minimize(
@@ -174,8 +175,10 @@ def minimize(
     on_iteration: IterationCallback | None = None,
     blow_up: float = BLOW_UP,
     give_up: int = GIVE_UP,
+    finished: Callable[[list[float]], bool] | None = None,
 ) -> Minimized:
-    """Run ``iterations`` steps of ``optimizer`` on ``objective`` from ``start``, guarded.
+    """Run ``iterations`` steps of ``optimizer`` on ``objective`` from ``start``, guarded; with
+    ``finished`` (a stopping rule on the accepted losses so far), stop as soon as it says so.
 
     Each iteration makes one step and one evaluation of the objective (plus one at the start).
     Raises :class:`RuntimeError` only if the start image itself has no finite loss and gradient.
@@ -237,6 +240,9 @@ def minimize(
                 " or a lower --learning-rate"
             )
             logger.warning(result.stopped)
+            break
+        if finished is not None and finished(result.losses):
+            result.finished = True
             break
     return result
 

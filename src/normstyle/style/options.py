@@ -30,6 +30,8 @@ def _option(
 
 # More iterations than this are a typo, not a plan (a 64 px iteration takes ~0.05 s).
 MAX_ITERATIONS = 1_000_000
+# The most iterations an 'auto' level runs if the stopping rule has not ended it before.
+AUTO_MAX_ITERATIONS = 1000
 # A style image larger than this multiple of the output only adds upsampled pixels (and memory:
 # --style-scale 100 once asked for a 6400 px style image beside a 64 px output).
 MAX_STYLE_SCALE = 8.0
@@ -49,7 +51,11 @@ class StyleOptions:
     long_side: int = _option(
         512, "output long side in px (the paper's figures are ~512 px)", flag="--size"
     )
-    iterations: int = _option(500, "optimiser steps, one loss evaluation each")
+    iterations: int | Literal["auto"] = _option(
+        "auto",
+        "optimiser steps per level, one loss evaluation each: a number, or 'auto' — until the"
+        " image is finished (see style/stopping.py), at most 1000",
+    )
     optimizer: Literal["lbfgs", "adam"] = _option(
         "lbfgs", "the paper optimises the pixels with L-BFGS"
     )
@@ -119,8 +125,11 @@ class StyleOptions:
         and the memory they need are checked against the images, when a run starts.)"""
         for name in ("long_side", "iterations", "scales"):
             value = getattr(self, name)
+            if name == "iterations" and value == "auto":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise OptionError(f"{name} must be a positive integer, got {value!r}")
+                also = " or 'auto'" if name == "iterations" else ""
+                raise OptionError(f"{name} must be a positive integer{also}, got {value!r}")
         if self.long_side >> (self.scales - 1) < 1:
             raise OptionError(
                 f"{self.scales} scales from long side {self.long_side}: the coarsest is 0 px"
@@ -171,7 +180,8 @@ class StyleOptions:
         )
         if content_total == 0 and style_total == 0:
             raise OptionError("every content and style weight is 0: nothing to optimise")
-        if self.iterations > MAX_ITERATIONS or (self.coarse_iterations or 0) > MAX_ITERATIONS:
+        caps = self.level_iterations()
+        if max(caps) > MAX_ITERATIONS:
             raise OptionError(f"more than {MAX_ITERATIONS:,} iterations per level")
         if self.style_blend is not None:
             for weight in self.style_blend:
@@ -191,9 +201,18 @@ class StyleOptions:
         return [self.long_side >> k for k in reversed(range(self.scales))]
 
     def level_iterations(self) -> list[int]:
-        """Iterations at each level, coarsest first."""
-        coarse = self.iterations if self.coarse_iterations is None else self.coarse_iterations
-        return [coarse] * (self.scales - 1) + [self.iterations]
+        """Iterations at each level, coarsest first: the count given, or for an 'auto' level the
+        most it may run (:data:`AUTO_MAX_ITERATIONS`)."""
+        return [AUTO_MAX_ITERATIONS if auto else count for count, auto in self.level_budgets()]
+
+    def level_budgets(self) -> list[tuple[int, bool]]:
+        """Per level, coarsest first: (iterations, whether the stopping rule may end it
+        sooner). A count given is run exactly."""
+        final = (
+            (AUTO_MAX_ITERATIONS, True) if self.iterations == "auto" else (self.iterations, False)
+        )
+        coarse = final if self.coarse_iterations is None else (self.coarse_iterations, False)
+        return [coarse] * (self.scales - 1) + [final]
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> StyleOptions:

@@ -32,6 +32,7 @@ from normstyle.style.intermediates import intermediate_saver
 from normstyle.style.levels import plan_levels
 from normstyle.style.loop import StepCallback, optimize
 from normstyle.style.options import StyleOptions
+from normstyle.style.stopping import StoppingRule
 from normstyle.style.targets import blend_weights, build_loss
 
 
@@ -124,15 +125,24 @@ def run(
             )
         saver = intermediate_saver(options, prep, output, offset=done, written=written)
         callbacks = [cb for cb in (on_step, saver) if cb]
+        rule = StoppingRule() if level.auto else None
         result = optimize(
-            model, loss, start.to(runtime.device), iterations, options, prep, runtime, callbacks
+            model,
+            loss,
+            start.to(runtime.device),
+            iterations,
+            options,
+            prep,
+            runtime,
+            callbacks,
+            rule,
         )
         x, terms = result.x, result.extra
         losses += result.losses
         events += result.events
         if result.stopped:
             stopped.append(result.stopped)
-        done += iterations
+        done += len(result.losses)  # the next level's steps are numbered on from here
     assert x is not None
 
     x = x.float().cpu()
