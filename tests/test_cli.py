@@ -214,7 +214,7 @@ def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monk
 def test_a_loss_that_is_not_finite_is_one_line(capsys, tmp_path: Path) -> None:
     out = tmp_path / "o.png"
     code, _, err = stylize_builtins(
-        capsys, out, *TINY, "--content-weight", "1e38", "--precision", "fp32"
+        capsys, out, *TINY, "--content-weight", "1e38", "--precision", "fp32", "--init", "noise"
     )
     assert code == 1 and "not finite at the start image" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()

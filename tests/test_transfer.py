@@ -138,3 +138,18 @@ def test_luminance_preservation_keeps_the_content_chrominance_after_coarse_to_fi
 def test_api_options_are_validated(options, message) -> None:
     with pytest.raises(OptionError, match=message):
         stylize("builtin:grace_hopper", "builtin:swirls", **options)
+
+
+def test_paper_sets_the_papers_exact_set_up() -> None:
+    options = StyleOptions(
+        paper=True,
+        init="content",
+        style_weight=5.0,
+        content_weight=2.0,
+        style_layers={"relu3_1": 1.0},
+        progress=False,
+    )
+    assert options.init == "noise"
+    assert options.style_layers == {f"relu{b}_1": 0.2 for b in range(1, 6)}
+    assert options.content_layers == {"relu4_2": 1.0}
+    assert options.content_weight / options.style_weight == pytest.approx(1e-3)  # α/β, Fig. 2

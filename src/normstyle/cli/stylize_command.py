@@ -75,7 +75,7 @@ _GROUPS = {
         "style_blend",
         "preserve_colors",
     ),
-    "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations"),
+    "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations", "paper"),
     "network": ("weights", "normalize", "pooling", "device", "precision"),
 }
 

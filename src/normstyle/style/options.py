@@ -14,6 +14,8 @@ from normstyle.runtime.precision import DeviceChoice, PrecisionChoice
 # Named after the ReLU: the paper's feature maps F^l are the rectified responses.
 PAPER_CONTENT_LAYERS = {"relu4_2": 1.0}
 PAPER_STYLE_LAYERS = {f"relu{block}_1": 0.2 for block in range(1, 6)}
+# α/β of the paper's Fig. 2 (its third column; the others range from 1e-2 to 1e-4).
+PAPER_ALPHA_OVER_BETA = 1e-3
 
 
 def _option(
@@ -65,12 +67,14 @@ class StyleOptions:
         " levels (default 10, as neural-style)",
     )
     init: str = _option(
-        "noise", "start image: 'noise' (the paper: white noise), 'content', or an image path"
+        "content",
+        "start image: 'content' (measured: as low a loss as white noise in fewer steps, and no"
+        " grain where content and style are flat), 'noise' (the paper), or an image path",
     )
     content_weight: float = _option(1.0, "α, the content loss weight")
     style_weight: float | None = _option(
         None,
-        "β, the style loss weight (default: 10 × the number of content feature values"
+        "β, the style loss weight (default: 600 × the number of content feature values"
         " N·M, so the balance does not change with image size; see the README)",
     )
     content_layers: dict[str, float] = _option(
@@ -116,8 +120,18 @@ class StyleOptions:
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")
     progress: bool = _option(True, "show a progress bar with the loss")
     verbose: bool = _option(False, "print per-layer losses at ten points of the run")
+    paper: bool = _option(
+        False,
+        "use the paper's exact set-up: white-noise start, w_l = 1/5 on relu1_1…relu5_1,"
+        " content relu4_2, α/β = 1e-3 as printed (overrides those options)",
+    )
 
     def __post_init__(self) -> None:
+        if self.paper:  # Gatys et al. 2016, §3 and Fig. 2, as printed
+            self.init = "noise"
+            self.content_layers = dict(PAPER_CONTENT_LAYERS)
+            self.style_layers = dict(PAPER_STYLE_LAYERS)
+            self.style_weight = self.content_weight / PAPER_ALPHA_OVER_BETA
         self.validate()
 
     def validate(self) -> None:
