@@ -257,3 +257,27 @@ def test_a_finished_run_stops_early_and_keeps_its_best_image() -> None:
     assert float((result.x - minimum).norm() / minimum.norm()) < 1e-4
     exact = minimize(objective, torch.zeros(20, dtype=torch.float64), 37, LBFGS(UNIT))
     assert not exact.finished and len(exact.losses) == 37  # a count given is run exactly
+
+
+def test_bounds_keep_every_image_inside_and_find_the_box_optimum() -> None:
+    # A separable quadratic: its minimum inside the box [-0.5, 0.5]^n is the unconstrained
+    # minimum clipped to the box (closed form), and most of that minimum lies outside the box.
+    generator = torch.Generator().manual_seed(3)
+    scales = torch.logspace(0, 1, 12, dtype=torch.float64)
+    target = 2 * torch.randn(12, dtype=torch.float64, generator=generator)
+    seen: list[torch.Tensor] = []
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        seen.append(x.clone())
+        d = x - target
+        return 0.5 * (scales * d * d).sum(), (scales * d) if need_grad else None, None
+
+    low, high = torch.tensor(-0.5, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    start = torch.full((12,), 3.0, dtype=torch.float64)  # outside too: projected first
+    result = minimize(objective, start, 200, LBFGS(UNIT), bounds=(low, high))
+    assert all(bool(((x >= -0.5) & (x <= 0.5)).all()) for x in seen)
+    best = target.clamp(-0.5, 0.5)
+    best_loss = float(objective(best, False)[0])
+    # Projection perturbs L-BFGS's curvature pairs: near, not exactly at, the box optimum.
+    torch.testing.assert_close(result.x, best, atol=1e-3, rtol=0)
+    assert result.loss == pytest.approx(best_loss, rel=1e-6)

@@ -81,8 +81,17 @@ def optimize(
             for callback in callbacks:
                 callback(iteration, x, terms)
 
+        # The pixels a saved image can hold: 0–1 in RGB, in the network's input space.
+        low = prep.from_rgb(torch.zeros(1, 3, 1, 1, device=start.device))
+        high = prep.from_rgb(torch.ones(1, 3, 1, 1, device=start.device))
         result = minimize(
-            objective, start.float(), iterations, stepper, on_iteration, finished=finished
+            objective,
+            start.float(),
+            iterations,
+            stepper,
+            on_iteration,
+            finished=finished,
+            bounds=(torch.minimum(low, high), torch.maximum(low, high)),
         )
         if result.finished:  # the bar ends where the run did, not at its cap
             bar.total = len(result.losses)

@@ -176,14 +176,18 @@ def minimize(
     blow_up: float = BLOW_UP,
     give_up: int = GIVE_UP,
     finished: Callable[[list[float]], bool] | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Minimized:
     """Run ``iterations`` steps of ``optimizer`` on ``objective`` from ``start``, guarded; with
-    ``finished`` (a stopping rule on the accepted losses so far), stop as soon as it says so.
+    ``finished`` (a stopping rule on the accepted losses so far), stop as soon as it says so;
+    with ``bounds`` (low, high, broadcastable to ``start``), every image stays inside them.
 
     Each iteration makes one step and one evaluation of the objective (plus one at the start).
     Raises :class:`RuntimeError` only if the start image itself has no finite loss and gradient.
     """
     x = start.detach().clone()
+    if bounds is not None:
+        x = _inside(x, bounds)
     loss, grad, extra = objective(x, iterations > 0)
     value = float(loss)
     if not _finite(value, grad):
@@ -204,6 +208,11 @@ def minimize(
             move.mul_(radius / peak)
             peak = radius
         candidate = good_x + move
+        if bounds is not None:
+            # Projected onto the valid pixels. The paper optimises unconstrained pixels, but a
+            # saved image is clipped to 0–255: clipping after the run raised the saved image's
+            # loss by 56% (8× from a noise start); projecting every step costs nothing measured.
+            candidate = _inside(candidate, bounds)
         # The last evaluation needs no gradient: nothing steps from it.
         loss, grad, extra = objective(candidate, iteration < iterations)
         value = float(loss)
@@ -245,6 +254,11 @@ def minimize(
             result.finished = True
             break
     return result
+
+
+def _inside(x: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    low, high = bounds
+    return torch.maximum(torch.minimum(x, high.to(x)), low.to(x))
 
 
 def _finite(value: float, grad: torch.Tensor | None) -> bool:
