@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -117,3 +118,34 @@ def test_blended_gram_target_has_the_gradient_of_the_weighted_sum() -> None:
     blended = style_layer_loss(net(x), w[0] * grams[0] + w[1] * grams[1])
     (g_blended,) = torch.autograd.grad(blended, x)
     torch.testing.assert_close(g_separate, g_blended, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("batched_target", [False, True])
+def test_style_layer_loss_closed_form_gradient_matches_autograd_of_the_formula(
+    channels_last: bool, batched_target: bool
+) -> None:
+    """The hand-written backward of E_l against torch's autograd through the paper's eq. 4
+    written out plainly (float64), for both memory layouts and both target shapes."""
+    torch.manual_seed(0)
+    f = torch.rand(2, 5, 4, 3, dtype=torch.float64)
+    if channels_last:
+        f = f.contiguous(memory_format=torch.channels_last)
+    a = torch.rand(2 if batched_target else 1, 5, 5, dtype=torch.float64)
+    a = a + a.mT if batched_target else (a + a.mT)[0]
+    f.requires_grad_(True)
+    a.requires_grad_(True)
+
+    def plain(f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        flat = f.reshape(2, 5, 12)
+        return ((flat @ flat.mT - a) ** 2).sum() / (4 * 5**2 * 12**2)
+
+    ours = style_layer_loss(f, a)
+    expected = plain(f, a)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=0)
+    got = torch.autograd.grad(3.0 * ours, (f, a))
+    want = torch.autograd.grad(3.0 * expected, (f, a))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(style_layer_loss, (f, a), eps=1e-6, atol=1e-7)

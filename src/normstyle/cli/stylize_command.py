@@ -76,7 +76,7 @@ _GROUPS = {
         "preserve_colors",
     ),
     "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations", "paper"),
-    "network": ("weights", "normalize", "pooling", "device", "precision"),
+    "network": ("weights", "normalize", "pooling", "device", "precision", "convolution"),
 }
 
 

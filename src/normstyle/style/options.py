@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from normstyle.errors import OptionError
+from normstyle.runtime.convolutions import CONVOLUTION_CHOICES, ConvolutionChoice
 from normstyle.runtime.precision import DeviceChoice, PrecisionChoice
 
 # Gatys et al. 2016, §3: content at conv4_2, style on conv1_1 … conv5_1 with w_l = 1/5.
@@ -116,6 +117,11 @@ class StyleOptions:
         "network precision: fp32, bf16, fp16 or auto (bf16 where the hardware computes"
         " it natively, else fp32; losses and Grams stay fp32)",
     )
+    convolution: ConvolutionChoice = _option(
+        "auto",
+        "3×3 conv algorithm in an fp32 network: direct, winograd (F(4×4,3×3)), or auto"
+        " (each layer timed at start-up, Winograd where clearly faster)",
+    )
     seed: int | None = _option(None, "random seed; by default a random one, reported")
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")
     progress: bool = _option(True, "show a progress bar with the loss")
@@ -158,6 +164,10 @@ class StyleOptions:
             raise OptionError(f"device must be cpu, cuda, mps or auto, not '{self.device}'")
         if self.precision not in typing.get_args(PrecisionChoice):
             raise OptionError(f"precision must be fp32, bf16, fp16 or auto, not '{self.precision}'")
+        if self.convolution not in CONVOLUTION_CHOICES:
+            raise OptionError(
+                f"convolution must be auto, direct or winograd, not '{self.convolution}'"
+            )
         if self.optimizer not in ("lbfgs", "adam"):
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.pooling not in ("avg", "max"):

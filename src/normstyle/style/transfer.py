@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from normstyle.errors import OptionError, check_names
 from normstyle.io.decode import ImageSource, decoded
@@ -25,7 +26,8 @@ from normstyle.io.resize import fit
 from normstyle.io.tensors import as_tensor, rgb_to_image
 from normstyle.nets.vgg import vgg_layer_names
 from normstyle.registry import for_stylization
-from normstyle.runtime.precision import resolve_runtime
+from normstyle.runtime.convolutions import choose_convolutions, prepare_winograd
+from normstyle.runtime.precision import Runtime, resolve_runtime
 from normstyle.style.color import keep_luminance, match_color_histogram
 from normstyle.style.initial import initial_image
 from normstyle.style.intermediates import intermediate_saver
@@ -101,6 +103,8 @@ def run(
     levels = plan_levels(options, content, styles, layer_names, runtime, names)
     model = weights.build(pooling=options.pooling)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
+    if options.convolution != "direct":
+        prepare_winograd(model)
     prep = weights.preprocessing
 
     x: torch.Tensor | None = None
@@ -123,6 +127,7 @@ def run(
             start = F.interpolate(
                 x, size=content_rgb.shape[2:], mode="bicubic", align_corners=False
             )
+        _choose_convolutions(model, start, loss.layers, options, runtime)
         saver = intermediate_saver(options, prep, output, offset=done, written=written)
         callbacks = [cb for cb in (on_step, saver) if cb]
         rule = StoppingRule() if level.auto else None
@@ -164,6 +169,27 @@ def run(
         events=events,
         stopped="; ".join(stopped) or None,
     )
+
+
+def _choose_convolutions(
+    model: torch.nn.Module,
+    start: torch.Tensor,
+    layers: list[str],
+    options: StyleOptions,
+    runtime: Runtime,
+) -> None:
+    """Pick each conv's algorithm for this level's image size (see runtime/convolutions.py)."""
+    if options.convolution == "direct":
+        return
+    dtype = torch.float32 if runtime.precision == "fp32" else runtime.dtype
+    example = torch.zeros_like(start, dtype=dtype, device=runtime.device)
+    example = example.contiguous(memory_format=runtime.memory_format)
+    timings = choose_convolutions(model, example, layers, options.convolution)
+    if options.verbose and timings:
+        chosen = [t.name for t in timings if t.chosen == "winograd"]
+        ratios = "  ".join(f"{t.name} {t.direct / t.winograd:.2f}×" for t in timings)
+        tqdm.write(f"Winograd/direct speed per conv: {ratios}")
+        tqdm.write(f"Winograd for: {', '.join(chosen) or 'none'}")
 
 
 def _name(source: object, role: str) -> str:
