@@ -136,7 +136,7 @@ def test_choice_follows_the_clock_layer_by_layer() -> None:
         return state["now"]
 
     example = torch.zeros(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    timings = choose_convolutions(model, example, ["relu3_1"], "auto", clock)
+    timings = choose_convolutions(model, example, ["relu3_1"], "measure", clock)
     assert [t.name for t in timings] == ["conv2_1", "conv3_1"]  # conv1_1 has 3 channels
     assert [t.chosen for t in timings] == ["winograd", "direct"]
     assert model.conv2_1.winograd and not model.conv3_1.winograd
@@ -152,9 +152,27 @@ def test_explicit_choices_and_where_auto_does_not_measure() -> None:
     choose_convolutions(model, example, ["relu5_2"], "direct")
     assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv2_1", "conv5_2"))
     choose_convolutions(model, example.bfloat16(), ["relu5_2"], "winograd")
-    # auto in a lower precision: nothing timed, every conv direct
-    assert choose_convolutions(model, example.bfloat16(), ["relu5_2"], "auto") == []
-    assert not model.conv2_1.winograd
+    # auto and measure in a lower precision: nothing timed, every conv direct
+    for choice in ("auto", "measure"):
+        assert choose_convolutions(model, example.bfloat16(), ["relu5_2"], choice) == []
+        assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv3_2", "conv5_2"))
+
+
+@pytest.mark.parametrize(("avx512", "first"), [(True, "conv4_2"), (False, "conv3_2")])
+def test_auto_rule_by_width_and_isa(
+    monkeypatch: pytest.MonkeyPatch, avx512: bool, first: str
+) -> None:
+    """auto: Winograd from 512 input channels where the direct kernels use AVX-512, from 256
+    elsewhere; the same choice every run (no timing), so a seed reproduces the image."""
+    import normstyle.runtime.convolutions as convolutions
+
+    monkeypatch.setattr(convolutions, "direct_convolutions_use_avx512", lambda: avx512)
+    model = small_vgg()
+    prepare_winograd(model)
+    assert choose_convolutions(model, torch.zeros(1, 3, 16, 16), ["relu5_2"], "auto") == []
+    names = ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]
+    chosen = [n for n in names if getattr(model, n).winograd]
+    assert chosen == names[names.index(first) :]
 
 
 def test_a_vgg_with_winograd_layers_computes_the_same_features() -> None:

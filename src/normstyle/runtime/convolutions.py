@@ -7,8 +7,9 @@ layer's width and the image size (measured on a Zen 4 EPYC: with AVX-512, Winogr
 512-channel layers, by 1.1–1.2×; with oneDNN limited to AVX2, 1.3–2.4× on every layer from
 128 channels up and lost on the 64-channel ones). So each layer is timed at the run's own input
 size, forward and backward to the input as the loop runs them, and switched to Winograd only
-where it is clearly faster. Only fp32 networks are considered: in bf16 or fp16 the transforms
-would lose the precision the direct kernels keep.
+where it is clearly faster (``measure``) — or, by default, a fixed rule drawn from those
+measurements decides (``auto``: reproducible). Only fp32 networks are considered: in bf16 or
+fp16 the transforms would lose the precision the direct kernels keep.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ from torch import nn
 
 from normstyle.nets.chain import chain_of
 from normstyle.nets.winograd import WinogradConv2d, is_winograd_compatible
+from normstyle.runtime.precision import direct_convolutions_use_avx512
 
-ConvolutionChoice = Literal["auto", "direct", "winograd"]
-CONVOLUTION_CHOICES: tuple[str, ...] = ("auto", "direct", "winograd")
+ConvolutionChoice = Literal["auto", "measure", "direct", "winograd"]
+CONVOLUTION_CHOICES: tuple[str, ...] = ("auto", "measure", "direct", "winograd")
+# "auto": a fixed rule from those measurements, so that a seed reproduces an image bit for bit
+# (timings vary from run to run; the two algorithms round differently). Winograd for layers
+# with at least this many input channels: where oneDNN's direct kernels use AVX-512, only the
+# 512-channel layers won (1.1–1.2×); limited to AVX2, every layer from 256 channels won
+# (1.5–2.4×), and 128-channel layers only at small sizes.
+MIN_CHANNELS_AVX512 = 512
+MIN_CHANNELS_OTHER = 256
 # Narrower layers are not timed: the transforms dominate (conv1_1, 3 → 64 channels: 0.13× the
 # direct conv's speed).
 MIN_CHANNELS = 16
@@ -66,20 +75,27 @@ def choose_convolutions(
     """Set each switchable conv of ``model`` up to the deepest ``wanted`` layer to Winograd or
     direct for inputs shaped like ``example`` (the network input, in its dtype and layout).
 
-    ``choice`` "direct" or "winograd" sets them all; "auto" times both (fp32 on the CPU only;
-    elsewhere all stay direct) and returns the timings.
+    ``choice`` "direct" or "winograd" sets them all; "auto" applies the fixed rule above and
+    "measure" times both algorithms on every layer at this size (fast wherever it runs, but
+    not bit-reproducible from run to run) and returns the timings. Both only for fp32 on the
+    CPU; elsewhere all stay direct.
     """
     chain = chain_of(model)
     order = [name for name, _ in chain]
     deepest = max((order.index(name) for name in wanted), default=-1)
     switchable = [(n, m) for n, m in chain[: deepest + 1] if isinstance(m, WinogradConv2d)]
-    if choice != "auto":
+    if choice in ("direct", "winograd"):
         for _, module in switchable:
             module.winograd = choice == "winograd"
         return []
     for _, module in switchable:
         module.winograd = False
     if example.device.type != "cpu" or example.dtype != torch.float32:
+        return []
+    if choice == "auto":
+        least = MIN_CHANNELS_AVX512 if direct_convolutions_use_avx512() else MIN_CHANNELS_OTHER
+        for _, module in switchable:
+            module.winograd = module.in_channels >= least
         return []
     timings = []
     x = example.detach()

@@ -101,6 +101,21 @@ def cpu_precision_gap(precision: str) -> str | None:
     return None
 
 
+def direct_convolutions_use_avx512() -> bool:
+    """Whether oneDNN's direct fp32 convolutions may use AVX-512 in this process (an x86 CPU
+    with AVX-512F, neither torch's kernels nor oneDNN limited below it)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if not torch.cpu.get_capabilities().get("avx512_f"):
+        return False
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    limit = _onednn_limit()
+    return limit not in _ONEDNN_ISAS or _ONEDNN_ISAS.index(limit) >= _ONEDNN_ISAS.index(
+        "AVX512_CORE"
+    )
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU, as this process sees it, computes bf16 natively (AVX-512-BF16 or AMX)."""
     return cpu_precision_gap("bf16") is None

@@ -119,8 +119,9 @@ class StyleOptions:
     )
     convolution: ConvolutionChoice = _option(
         "auto",
-        "3×3 conv algorithm in an fp32 network: direct, winograd (F(4×4,3×3)), or auto"
-        " (each layer timed at start-up, Winograd where clearly faster)",
+        "3×3 conv algorithm in an fp32 network: direct, winograd (F(4×4,3×3)), auto (Winograd"
+        " on the wide layers where it was measured faster on this ISA) or measure (each layer"
+        " timed at start-up; not bit-reproducible)",
     )
     seed: int | None = _option(None, "random seed; by default a random one, reported")
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")
@@ -166,7 +167,7 @@ class StyleOptions:
             raise OptionError(f"precision must be fp32, bf16, fp16 or auto, not '{self.precision}'")
         if self.convolution not in CONVOLUTION_CHOICES:
             raise OptionError(
-                f"convolution must be auto, direct or winograd, not '{self.convolution}'"
+                f"convolution must be auto, measure, direct or winograd, not '{self.convolution}'"
             )
         if self.optimizer not in ("lbfgs", "adam"):
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
