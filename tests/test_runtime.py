@@ -13,7 +13,12 @@ from normstyle.nets import VGG
 from normstyle.nets.preprocessing import CAFFE
 from normstyle.normalization.cascade import normalize
 from normstyle.normalization.means import activation_means
-from normstyle.runtime.precision import Runtime, cpu_has_fast_bf16, resolve_runtime
+from normstyle.runtime.precision import (
+    Runtime,
+    cpu_has_fast_bf16,
+    direct_convolutions_use_avx512,
+    resolve_runtime,
+)
 from normstyle.style.loop import optimize
 from normstyle.style.options import StyleOptions
 from normstyle.style.precision import GradientScale, backward_to_pixels, evaluate
@@ -132,6 +137,21 @@ def test_native_bf16_follows_the_cpu_flags_and_the_isa_limits() -> None:
     if not expected:
         with pytest.raises(OptionError, match="not native on this CPU"):
             resolve_runtime("cpu", "bf16")
+
+
+def test_direct_convolutions_use_avx512_follows_the_cpu_flags_and_the_isa_limits() -> None:
+    """What --convolution auto's rule keys on, from the kernel's flags and the env variables."""
+    import os
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        assert not direct_convolutions_use_avx512()
+        return
+    limited = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default") or (
+        os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("AVX2", "AVX", "SSE41")
+    )
+    expected = "avx512f" in cpuinfo_flags() and not limited
+    assert direct_convolutions_use_avx512() == expected
 
 
 @pytest.mark.slow

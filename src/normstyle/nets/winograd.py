@@ -15,6 +15,7 @@ get no gradient. Tensors are kept channels-last throughout (the layout the style
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -63,14 +64,21 @@ def backward_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().flip(2, 3).transpose(0, 1)
 
 
+@functools.cache
+def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bᵀ and Aᵀ as tensors, made once per dtype and device (they are on the hot path)."""
+    return (
+        torch.tensor(_BT, dtype=dtype, device=device),
+        torch.tensor(_AT, dtype=dtype, device=device),
+    )
+
+
 def winograd_conv3x3(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     """A 3×3 convolution, stride 1, zero padding 1, without bias, of ``x`` (B, C_in, H, W) with
     weights already transformed by :func:`transform_weights`; channels-last (B, C_out, H, W)."""
     batch, channels, height, width = x.shape
     rows, cols = -(-height // TILE), -(-width // TILE)
-    dtype = x.dtype
-    bt = torch.tensor(_BT, dtype=dtype, device=x.device)
-    at = torch.tensor(_AT, dtype=dtype, device=x.device)
+    bt, at = _transforms(x.dtype, x.device)
     # (B, H, W, C) view; pad to whole blocks plus the 1-pixel border.
     nhwc = x.permute(0, 2, 3, 1)
     padded = F.pad(nhwc, (0, 0, 1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))

@@ -77,17 +77,9 @@ def cpu_precision_gap(precision: str) -> str | None:
     if machine not in ("x86_64", "amd64"):
         # Arm's bf16 paths in this torch build are unmeasured here: fp32 until they are.
         return f"{precision} on {machine} CPUs is not supported by normstyle yet"
-    capabilities = torch.cpu.get_capabilities()
-    instructions = _INSTRUCTIONS[precision]
-    if not any(capabilities.get(name) for name in instructions):
-        return f"this CPU has no {' or '.join(n.upper() for n in instructions)} instructions"
-    aten = torch.backends.cpu.get_cpu_capability()
-    if aten != "AVX512":
-        return f"torch's CPU kernels are limited to {aten} (ATEN_CPU_CAPABILITY)"
-    limit = _onednn_limit()
-    needed = _ONEDNN_ISAS.index(_NEEDS_ISA[precision])
-    if limit in _ONEDNN_ISAS and _ONEDNN_ISAS.index(limit) < needed:
-        return f"oneDNN is limited to {limit} (ONEDNN_MAX_CPU_ISA)"
+    gap = _avx512_gap(_INSTRUCTIONS[precision], _NEEDS_ISA[precision])
+    if gap:
+        return gap
     query = {
         "bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
         "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported,
@@ -101,19 +93,27 @@ def cpu_precision_gap(precision: str) -> str | None:
     return None
 
 
+def _avx512_gap(instructions: tuple[str, ...], onednn_isa: str) -> str | None:
+    """Why this process cannot use any of ``instructions`` (torch's capability names) with
+    torch's AVX-512 kernels and oneDNN up to ``onednn_isa``, or None."""
+    capabilities = torch.cpu.get_capabilities()
+    if not any(capabilities.get(name) for name in instructions):
+        return f"this CPU has no {' or '.join(n.upper() for n in instructions)} instructions"
+    aten = torch.backends.cpu.get_cpu_capability()
+    if aten != "AVX512":
+        return f"torch's CPU kernels are limited to {aten} (ATEN_CPU_CAPABILITY)"
+    limit = _onednn_limit()
+    if limit in _ONEDNN_ISAS and _ONEDNN_ISAS.index(limit) < _ONEDNN_ISAS.index(onednn_isa):
+        return f"oneDNN is limited to {limit} (ONEDNN_MAX_CPU_ISA)"
+    return None
+
+
 def direct_convolutions_use_avx512() -> bool:
     """Whether oneDNN's direct fp32 convolutions may use AVX-512 in this process (an x86 CPU
     with AVX-512F, neither torch's kernels nor oneDNN limited below it)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    if not torch.cpu.get_capabilities().get("avx512_f"):
-        return False
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return False
-    limit = _onednn_limit()
-    return limit not in _ONEDNN_ISAS or _ONEDNN_ISAS.index(limit) >= _ONEDNN_ISAS.index(
-        "AVX512_CORE"
-    )
+    return _avx512_gap(("avx512_f",), "AVX512_CORE") is None
 
 
 def cpu_has_fast_bf16() -> bool:

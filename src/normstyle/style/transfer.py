@@ -181,8 +181,7 @@ def _choose_convolutions(
     """Pick each conv's algorithm for this level's image size (see runtime/convolutions.py)."""
     if options.convolution == "direct":
         return
-    dtype = torch.float32 if runtime.precision == "fp32" else runtime.dtype
-    example = torch.zeros_like(start, dtype=dtype, device=runtime.device)
+    example = torch.zeros_like(start, dtype=runtime.dtype, device=runtime.device)
     example = example.contiguous(memory_format=runtime.memory_format)
     timings = choose_convolutions(model, example, layers, options.convolution)
     if options.verbose and timings:
