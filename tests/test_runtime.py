@@ -262,6 +262,29 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
         run("builtin:grace_hopper", "builtin:swirls", StyleOptions(long_side=64, scales=4))
 
 
+def test_scales_auto_is_coarse_to_fine_only_for_auto_runs_of_a_useful_size() -> None:
+    from normstyle.style.options import AUTO_COARSE_ITERATIONS, AUTO_MAX_ITERATIONS
+
+    auto = StyleOptions(long_side=256)
+    assert auto.scales == "auto" and auto.level_long_sides() == [128, 256]
+    assert auto.level_budgets() == [(AUTO_COARSE_ITERATIONS, False), (AUTO_MAX_ITERATIONS, True)]
+    assert StyleOptions(long_side=255).level_long_sides() == [255]
+    # a count given is run exactly, at one level; --paper is one level too
+    assert StyleOptions(long_side=512, iterations=300).level_iterations() == [300]
+    assert StyleOptions(long_side=512, paper=True).level_long_sides() == [512]
+    # explicit choices win
+    assert StyleOptions(long_side=512, scales=1).level_long_sides() == [512]
+    assert StyleOptions(long_side=512, scales=3, coarse_iterations=7).level_iterations() == [
+        7,
+        7,
+        AUTO_MAX_ITERATIONS,
+    ]
+    assert StyleOptions(long_side=512, scales=2, iterations=9).level_iterations() == [9, 9]
+    for bad in (0, -1, "two", True):
+        with pytest.raises(OptionError, match="scales must be a positive integer or 'auto'"):
+            StyleOptions(scales=bad)
+
+
 def test_fp16_overflow_past_the_retries_gives_a_non_finite_gradient(small_vgg: VGG) -> None:
     options = StyleOptions(long_side=48, progress=False, **LAYERS)
     runtime = Runtime(torch.device("cpu"), "fp16")

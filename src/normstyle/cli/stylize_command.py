@@ -32,7 +32,7 @@ from normstyle.style.options import StyleOptions
 from normstyle.style.transfer import run
 
 
-def iteration_count(text: str) -> int | str:
+def count_or_auto(text: str) -> int | str:
     """argparse type: 'auto' or a positive whole number."""
     return "auto" if text.strip() == "auto" else positive_int(text)
 
@@ -47,7 +47,7 @@ def _non_negative_int(text: str) -> int:
 # How each StyleOptions field is parsed on the command line (bools are flags).
 _PARSERS: dict[str, Any] = {
     "long_side": positive_int,
-    "iterations": iteration_count,
+    "iterations": count_or_auto,
     "learning_rate": positive_float,
     "init": str,
     "content_weight": non_negative_float,
@@ -60,7 +60,7 @@ _PARSERS: dict[str, Any] = {
     "weights": str,
     "seed": seed,
     "save_every": _non_negative_int,
-    "scales": positive_int,
+    "scales": count_or_auto,
     "coarse_iterations": _non_negative_int,
 }
 _GROUPS = {

@@ -54,7 +54,7 @@ def plan_levels(
         ]
     minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layers])
     levels = []
-    count = options.scales
+    count = options.level_count()
     for index, (size, (iterations, auto)) in enumerate(
         zip(options.level_long_sides(), options.level_budgets()), start=1
     ):

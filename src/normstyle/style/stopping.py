@@ -18,7 +18,7 @@ class StoppingRule:
     """Stop when ``(loss[i − window] − loss[i]) ≤ tolerance · loss[i]``, from ``minimum`` on."""
 
     window: int = 50
-    tolerance: float = 0.01
+    tolerance: float = 0.015
     minimum: int = 100
 
     def __call__(self, losses: Sequence[float]) -> bool:
