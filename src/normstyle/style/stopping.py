@@ -4,7 +4,10 @@ An L-BFGS run on the Gatys loss falls fast, then creeps: the last few hundred of
 lower the loss by a few per cent and change what the image looks like by little. The rule stops
 a level once the loss has fallen by less than ``tolerance`` (relative) over the last ``window``
 iterations, after at least ``minimum`` of them; the constants are chosen by measurement so that
-the stopped image's loss is within 5% of a 1000-iteration run's (``make bench``; README, Speed).
+the stopped image's loss is within 5% of a 1000-iteration run's (``make bench``; README, Speed):
+with the default half-size start, 3% over 50 iterations stopped four pairs at 256 px within
+1.0–3.6% of their references and a held-out pair 2.1% below its own, after ~27% fewer full-size
+iterations than a 1.5% tolerance (whose worst stop was 1.5% above its reference).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ class StoppingRule:
     """Stop when ``(loss[i − window] − loss[i]) ≤ tolerance · loss[i]``, from ``minimum`` on."""
 
     window: int = 50
-    tolerance: float = 0.015
+    tolerance: float = 0.03
     minimum: int = 100
 
     def __call__(self, losses: Sequence[float]) -> bool:
