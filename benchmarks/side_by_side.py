@@ -12,14 +12,13 @@ docs/side_by_side.png.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_finish import PAIRS
+from bench_finish import PAIRS, ours, pastiche
 from common import DATA, table
 from normstyle.io.decode import read_image, to_rgb
 from yardstick import measure
@@ -28,18 +27,6 @@ WORK = Path("benchmarks/results/side_by_side")
 FIGURE = Path("docs/side_by_side.png")
 COLUMNS = ("content", "style", "pastiche default", "normstyle default")
 LABEL = 18  # px of caption above each row
-
-
-def ours(content: Path, style: Path, out: Path, size: int) -> None:
-    command = [sys.executable, "-m", "normstyle", "stylize", str(content), str(style)]
-    command += ["-o", str(out), "--size", str(size), "--seed", "0", "--no-progress"]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-
-def pastiche(content: Path, style: Path, out: Path, size: int) -> None:
-    command = [sys.executable, "-m", "pastiche", "--content", str(content), "--styles", str(style)]
-    command += ["-o", str(out), "--size", str(size), "--device", "cpu", "--seed", "0"]
-    subprocess.run([*command, "--no-verbose"], check=True, stdout=subprocess.DEVNULL)
 
 
 def tile(image: Image.Image, size: int) -> Image.Image:

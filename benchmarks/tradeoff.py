@@ -19,11 +19,11 @@ docs/tradeoff.png.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_finish import pastiche
 from common import DATA, table, write_results
 from normstyle.io.figures import save_figure, subplots
 from normstyle.style.options import StyleOptions
@@ -51,16 +51,6 @@ def ours(content: Path, style: Path, size: int, factor: float, out: Path, reuse:
         probe = run(content, style, StyleOptions(long_side=size, iterations=1, progress=False))
         options.style_weight = probe.style_weight * factor / STYLE_WEIGHT_PER_CONTENT_VALUE
     run(content, style, options).image.save(out)
-
-
-def pastiche(content: Path, style: Path, size: int, weight: float, out: Path, reuse: bool) -> None:
-    """pastiche's default run with ``--content-weight weight``."""
-    if reuse and out.exists():
-        return
-    command = [sys.executable, "-m", "pastiche", "--content", str(content), "--styles", str(style)]
-    command += ["-o", str(out), "--size", str(size), "--device", "cpu", "--seed", "0"]
-    command += ["--content-weight", f"{weight:g}", "--no-verbose"]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -124,7 +114,8 @@ def main() -> None:
             runs.append(("normstyle", f"β={factor:g}·N·M", default, out))
         for weight in PASTICHE_CONTENT_WEIGHTS:
             out = WORK / f"{stem}_pastiche_cw{weight:g}.png"
-            pastiche(content, style, args.size, weight, out, args.reuse)
+            if not (args.reuse and out.exists()):
+                pastiche(content, style, out, args.size, "--content-weight", f"{weight:g}")
             runs.append(("pastiche", f"c={weight:g}", weight == 1.0, out))
         for tool, setting, default, out in runs:
             judged = measure(content, style, out)
