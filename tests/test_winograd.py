@@ -17,6 +17,7 @@ from normstyle.nets.winograd import (
     winograd_conv3x3,
 )
 from normstyle.runtime.convolutions import choose_convolutions, prepare_winograd
+from normstyle.runtime.convolutions import input_positions as convolutions_input_positions
 
 
 @pytest.mark.parametrize(
@@ -158,21 +159,53 @@ def test_explicit_choices_and_where_auto_does_not_measure() -> None:
         assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv3_2", "conv5_2"))
 
 
-@pytest.mark.parametrize(("avx512", "first"), [(True, "conv4_2"), (False, "conv3_2")])
-def test_auto_rule_by_width_and_isa(
-    monkeypatch: pytest.MonkeyPatch, avx512: bool, first: str
+@pytest.mark.parametrize(
+    ("avx512", "side", "expected"),
+    [
+        (True, 256, ["conv4_2"]),  # conv5_x at 8×8 = 256 positions: too small
+        (True, 512, ["conv4_2", "conv5_1", "conv5_2"]),
+        (True, 1024, ["conv5_1", "conv5_2"]),  # conv4_x at 128² positions: too large
+        (False, 64, ["conv2_1", "conv3_1", "conv3_2"]),  # conv4_x at 8×8 = 64 positions
+        (False, 256, ["conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]),
+        (False, 1024, ["conv4_1", "conv4_2", "conv5_1", "conv5_2"]),  # conv3_x at 256²
+    ],
+)
+def test_auto_rule_by_width_size_and_isa(
+    monkeypatch: pytest.MonkeyPatch, avx512: bool, side: int, expected: list[str]
 ) -> None:
-    """auto: Winograd from 512 input channels where the direct kernels use AVX-512, from 256
-    elsewhere; the same choice every run (no timing), so a seed reproduces the image."""
+    """auto: by the ISA the direct kernels use, Winograd only for wide enough layers whose
+    feature map (VGG-11 halves it at each pooling) is within the measured bounds; the same choice
+    every run (no timing), so a seed reproduces the image."""
     import normstyle.runtime.convolutions as convolutions
 
     monkeypatch.setattr(convolutions, "direct_convolutions_use_avx512", lambda: avx512)
     model = small_vgg()
     prepare_winograd(model)
-    assert choose_convolutions(model, torch.zeros(1, 3, 16, 16), ["relu5_2"], "auto") == []
+    example = torch.zeros(1, 3, side, side)
+    assert choose_convolutions(model, example, ["relu5_2"], "auto") == []
     names = ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]
-    chosen = [n for n in names if getattr(model, n).winograd]
-    assert chosen == names[names.index(first) :]
+    assert [n for n in names if getattr(model, n).winograd] == expected
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_input_positions_match_the_shapes_the_layers_produce(ceil_mode: bool) -> None:
+    """The rule's per-layer sizes, from shape formulas alone, against running the layers."""
+    layers = [
+        ("conv", nn.Conv2d(3, 4, 3, padding=1)),
+        ("pool", nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)),
+        ("strided", nn.Conv2d(4, 4, 5, stride=2, dilation=2)),
+        ("relu", nn.ReLU()),
+        ("avg", nn.AvgPool2d(2, ceil_mode=ceil_mode)),
+        ("same", nn.Conv2d(4, 4, 3, padding="same")),
+        ("adaptive", nn.AdaptiveAvgPool2d((3, None))),
+        ("last", nn.Identity()),
+    ]
+    for height, width in itertools.product((23, 24, 30), (25, 32)):
+        positions = convolutions_input_positions(layers, (1, 3, height, width))
+        x = torch.zeros(1, 3, height, width)
+        for name, module in layers:
+            assert positions[name] == x.shape[2] * x.shape[3], (name, height, width)
+            x = module(x)
 
 
 def test_a_vgg_with_winograd_layers_computes_the_same_features() -> None:
