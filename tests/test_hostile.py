@@ -10,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from PIL import Image
 import normstyle
 from nets import STYLIZE_BUILTINS
 from normstyle.cli import main
+from normstyle.cli.common import final_write
 
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
 
@@ -439,6 +441,47 @@ def test_a_signal_after_intermediates_says_what_was_kept(tmp_path: Path, sent, c
     assert "final output not written" in lines[0]
     assert not (tmp_path / "o.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+class _Raised(Exception):
+    pass
+
+
+def _raise(signum: int, _frame: object) -> None:
+    raise _Raised(signum)
+
+
+def _signal_from_another_thread(signum: int) -> None:
+    """Send ``signum`` to this process from a helper thread, so that the kernel may deliver it
+    to any thread (as when a user presses Ctrl-C while torch's threads run), and give the main
+    thread the moment in which a Python handler would run."""
+    sender = threading.Thread(target=os.kill, args=(os.getpid(), signum))
+    sender.start()
+    sender.join()
+    time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_final_write_waits_whatever_thread_receives_it(signum: int) -> None:
+    """Found when a run was killed right after its output appeared: a blocked signal mask covers
+    only the main thread. With ``finish`` the signal is dropped; without it, it acts after."""
+    previous = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        steps = []
+        with final_write():
+            _signal_from_another_thread(signum)
+            steps.append("written")
+        _signal_from_another_thread(signum)  # ignored from now on: the command completes
+        assert steps == ["written"]
+        signal.signal(signum, _raise)
+        with pytest.raises(_Raised), final_write(finish=False):
+            _signal_from_another_thread(signum)
+            steps.append("all files")
+        assert steps == ["written", "all files"]
+        assert signal.getsignal(signum) is _raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # --- found by an independent review ----------------------------------------------------------
