@@ -36,7 +36,8 @@ def final_write(finish: bool = True) -> Iterator[None]:
         for signum, handler in previous.items():
             # After a complete write with ``finish``, later signals (and the noted ones) are
             # dropped; otherwise the command's own handlers come back and a noted signal acts.
-            signal.signal(signum, signal.SIG_IGN if written and finish else handler)
+            restored = signal.SIG_DFL if handler is None else handler  # None: set from C
+            signal.signal(signum, signal.SIG_IGN if written and finish else restored)
     if noted and not finish and previous:
         signal.raise_signal(noted[-1])
 
