@@ -16,8 +16,7 @@ from normstyle.nets.winograd import (
     transform_weights,
     winograd_conv3x3,
 )
-from normstyle.runtime.convolutions import choose_convolutions, prepare_winograd
-from normstyle.runtime.convolutions import input_positions as convolutions_input_positions
+from normstyle.runtime.convolutions import choose_convolutions, input_positions, prepare_winograd
 
 
 @pytest.mark.parametrize(
@@ -201,7 +200,7 @@ def test_input_positions_match_the_shapes_the_layers_produce(ceil_mode: bool) ->
         ("last", nn.Identity()),
     ]
     for height, width in itertools.product((23, 24, 30), (25, 32)):
-        positions = convolutions_input_positions(layers, (1, 3, height, width))
+        positions = input_positions(layers, (1, 3, height, width))
         x = torch.zeros(1, 3, height, width)
         for name, module in layers:
             assert positions[name] == x.shape[2] * x.shape[3], (name, height, width)
