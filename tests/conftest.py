@@ -27,6 +27,13 @@ def caffe_state() -> dict[str, torch.Tensor]:
     return get_weights("vgg19-caffe").load_state_dict()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _tuning_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Kernel timings (runtime/tuning.py) go to a folder of the session's, never the user's
+    cache; subprocesses inherit it."""
+    os.environ["NORMSTYLE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

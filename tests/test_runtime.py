@@ -16,7 +16,6 @@ from normstyle.normalization.means import activation_means
 from normstyle.runtime.precision import (
     Runtime,
     cpu_has_fast_bf16,
-    direct_convolutions_use_avx512,
     resolve_runtime,
 )
 from normstyle.style.loop import optimize
@@ -139,21 +138,6 @@ def test_native_bf16_follows_the_cpu_flags_and_the_isa_limits() -> None:
             resolve_runtime("cpu", "bf16")
 
 
-def test_direct_convolutions_use_avx512_follows_the_cpu_flags_and_the_isa_limits() -> None:
-    """What --convolution auto's rule keys on, from the kernel's flags and the env variables."""
-    import os
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        assert not direct_convolutions_use_avx512()
-        return
-    limited = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default") or (
-        os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("AVX2", "AVX", "SSE41")
-    )
-    expected = "avx512f" in cpuinfo_flags() and not limited
-    assert direct_convolutions_use_avx512() == expected
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "limits",
@@ -228,15 +212,15 @@ def test_native_bf16_stylisation_matches_fp32_on_vgg19() -> None:
         fp32,
     )
     finals = {}
-    for precision in ("fp32", "auto"):
+    for precision in ("fp32", "bf16"):
         options = StyleOptions(
             long_side=64, iterations=30, seed=0, progress=False, precision=precision
         )
         result = run("builtin:grace_hopper", "builtin:swirls", options)
-        assert result.runtime == f"cpu, {'fp32' if precision == 'fp32' else 'bf16'}"
+        assert result.runtime == f"cpu, {precision}"
         assert result.tensor is not None
         finals[precision] = float(evaluate(model, judge, result.tensor, fp32).total)
-    assert finals["auto"] == pytest.approx(finals["fp32"], rel=0.05)  # both judged in fp32
+    assert finals["bf16"] == pytest.approx(finals["fp32"], rel=0.05)  # both judged in fp32
 
 
 @pytest.mark.vgg

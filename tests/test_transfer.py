@@ -153,3 +153,37 @@ def test_paper_sets_the_papers_exact_set_up() -> None:
     assert options.style_layers == {f"relu{b}_1": 0.2 for b in range(1, 6)}
     assert options.content_layers == {"relu4_2": 1.0}
     assert options.content_weight / options.style_weight == pytest.approx(1e-3)  # α/β, Fig. 2
+
+
+@pytest.mark.vgg
+@pytest.mark.parametrize(("bf16_seconds", "expected"), [(0.5, "bf16"), (1.5, "fp32")])
+def test_auto_precision_keeps_native_bf16_only_where_it_was_timed_faster(
+    monkeypatch: pytest.MonkeyPatch, bf16_seconds: float, expected: str
+) -> None:
+    """Where bf16 is native (made so here on any CPU), ``auto`` runs the network in it only if
+    this machine's remembered timings of the run's conv shapes say it is faster than fp32."""
+    import normstyle.runtime.convolutions as convolutions
+    import normstyle.style.transfer as transfer
+    from normstyle.io.decode import decoded, image_size
+    from normstyle.io.resize import scaled_size
+    from normstyle.nets.chain import chain_of
+    from normstyle.registry import for_stylization
+    from normstyle.runtime.precision import Runtime
+    from normstyle.runtime.tuning import Tuning, conv_key
+
+    model = for_stylization("vgg19-caffe").build(pooling="avg")
+    width, height = scaled_size(image_size(decoded("builtin:grace_hopper")), long_side=64)
+    sizes = convolutions.input_sizes(chain_of(model), (1, 3, height, width))
+    tuning = Tuning(None, "test")
+    for name, module in chain_of(model):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels >= 16:
+            timings = {"fp32-direct": 1.0, "fp32-winograd": 2.0, "fp32-winograd6": 2.0}
+            timings["bf16-direct"] = bf16_seconds
+            tuning.put(conv_key(module, *sizes[name]), timings)
+    monkeypatch.setattr(convolutions, "current", lambda: tuning)
+    monkeypatch.setattr(convolutions, "_time_kernels", None)  # everything is remembered
+    monkeypatch.setattr(
+        transfer, "resolve_runtime", lambda device, precision: Runtime(torch.device("cpu"), "bf16")
+    )
+    options = StyleOptions(iterations=2, scales=1, seed=0, **SMALL)
+    assert run("builtin:grace_hopper", "builtin:swirls", options).runtime == f"cpu, {expected}"

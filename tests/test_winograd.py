@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import itertools
+import json
+import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normstyle.nets.chain import chain_of
 from normstyle.nets.vgg import VGG
 from normstyle.nets.winograd import (
     WinogradConv2d,
     is_winograd_compatible,
     transform_weights,
     winograd_conv3x3,
+    winograd_matrices,
 )
-from normstyle.runtime.convolutions import choose_convolutions, input_positions, prepare_winograd
+from normstyle.runtime.convolutions import (
+    MAX_TIMED_POSITIONS,
+    REPEATS,
+    choose_convolutions,
+    fastest_precision,
+    input_sizes,
+    prepare_winograd,
+)
+from normstyle.runtime.tuning import Tuning, conv_key
 
 
 @pytest.mark.parametrize(
@@ -24,14 +37,15 @@ from normstyle.runtime.convolutions import choose_convolutions, input_positions,
     [(1, 3, 5, 1, 1), (1, 4, 6, 4, 4), (2, 5, 3, 7, 9), (1, 16, 8, 13, 6)],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("tile", [4, 6])
 def test_winograd_matches_conv2d(
-    batch: int, channels: int, out: int, height: int, width: int, dtype: torch.dtype
+    batch: int, channels: int, out: int, height: int, width: int, dtype: torch.dtype, tile: int
 ) -> None:
-    """Output and input gradient against F.conv2d in float64, sizes not multiples of 4."""
+    """Output and input gradient against F.conv2d in float64, sizes not multiples of the tile."""
     torch.manual_seed(height * width)
     conv = nn.Conv2d(channels, out, 3, padding=1).requires_grad_(False).to(dtype)
     layer = WinogradConv2d.from_conv(conv)
-    layer.winograd = True
+    layer.winograd, layer.tile = True, tile
     x = torch.randn(batch, channels, height, width, dtype=torch.float64)
     x = x.contiguous(memory_format=torch.channels_last)
     w64, b64 = conv.weight.double(), conv.bias.double()
@@ -45,9 +59,9 @@ def test_winograd_matches_conv2d(
     expected = F.conv2d(reference, w64, b64, padding=1)
     expected.backward(grad)
 
-    # float32: F(4×4, 3×3)'s transforms cost a few units in the last place, relative to the
-    # largest output (measured ~1e-5 on VGG-19's layers).
-    tolerance = {"rtol": 0.0, "atol": 1e-10 if dtype == torch.float64 else 3e-5}
+    # float32: the transforms cost a few units in the last place, relative to the largest
+    # output (measured ~1e-5 on VGG-19's layers with F(4×4, 3×3), 1–2.5e-5 with F(6×6, 3×3)).
+    tolerance = {"rtol": 0.0, "atol": 1e-10 if dtype == torch.float64 else 5e-5}
     scale = expected.abs().max().item()
     torch.testing.assert_close(y.double() / scale, expected.detach() / scale, **tolerance)
     grad_scale = reference.grad.abs().max().item()
@@ -56,6 +70,20 @@ def test_winograd_matches_conv2d(
     )
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert conv.weight.grad is None and layer.weight is conv.weight
+
+
+@pytest.mark.parametrize("tile", [4, 6])
+def test_the_matrices_compute_a_one_dimensional_correlation_exactly(tile: int) -> None:
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] = (d ⋆ g)[i] = Σ_k d[i + k] g[k] for every d and g: checked on the
+    unit vectors, so every entry of the tables is checked, in float64."""
+    bt, g_matrix, at = winograd_matrices(tile)
+    block = tile + 2
+    for k, j in itertools.product(range(3), range(block)):
+        g, d = torch.eye(3, dtype=torch.float64)[k], torch.eye(block, dtype=torch.float64)[j]
+        expected = torch.tensor([float(j - i == k) for i in range(tile)], dtype=torch.float64)
+        torch.testing.assert_close(at @ ((g_matrix @ g) * (bt @ d)), expected, atol=1e-13, rtol=0)
+    with pytest.raises(ValueError, match="tile"):
+        winograd_matrices(5)
 
 
 def test_weight_transform_is_g_w_gt_for_each_channel_pair() -> None:
@@ -116,31 +144,85 @@ def small_vgg() -> VGG:
     return VGG("vgg11", pooling="avg").requires_grad_(False)
 
 
-def test_choice_follows_the_clock_layer_by_layer() -> None:
-    """A fake clock that makes Winograd fast for every second timed layer: those are chosen,
-    and the others stay direct; nothing past the deepest wanted layer is touched."""
+def small_timings(fast: set[str], side: int = 32) -> tuple[VGG, Tuning]:
+    """VGG-11 with switchable convs, and a tuning (in memory) whose remembered timings make
+    Winograd F(4×4) twice as fast as direct on the layers in ``fast`` and twice as slow
+    elsewhere; F(6×6) a little slower than F(4×4), except on conv3_2, where it is faster."""
     model = small_vgg()
-    names = prepare_winograd(model)
-    assert names[0] == "conv1_1" and all(isinstance(getattr(model, n), nn.Conv2d) for n in names)
-    ticks = itertools.count()
-    state = {"now": 0.0}
+    prepare_winograd(model)
+    tuning = Tuning(None, "test")
+    sizes = input_sizes(chain_of(model), (1, 3, side, side))
+    for name in ("conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"):
+        four = 0.5 if name in fast else 2.0
+        six = four * (0.8 if name == "conv3_2" else 1.2)
+        key = conv_key(getattr(model, name), *sizes[name])
+        timings = {"fp32-direct": 1.0, "fp32-winograd": four, "fp32-winograd6": six}
+        tuning.put(key, {**timings, "bf16-direct": 0.7})
+    return model, tuning
 
-    def clock() -> float:  # direct passes take 1 s; Winograd 0.5 s or 2 s by layer parity
-        tick = next(ticks)
-        if tick % 2 == 0:
-            return state["now"]
-        layer = tick // 8  # 2 passes × (start, stop) × 2 algorithms per layer
-        algorithm = (tick // 4) % 2
-        fast = layer % 2 == 0
-        state["now"] += 1.0 if algorithm == 0 else (0.5 if fast else 2.0)
-        return state["now"]
 
-    example = torch.zeros(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    timings = choose_convolutions(model, example, ["relu3_1"], "measure", clock)
-    assert [t.name for t in timings] == ["conv2_1", "conv3_1"]  # conv1_1 has 3 channels
-    assert [t.chosen for t in timings] == ["winograd", "direct"]
-    assert model.conv2_1.winograd and not model.conv3_1.winograd
-    assert not model.conv1_1.winograd and not model.conv3_2.winograd
+def no_clock() -> float:
+    raise AssertionError("nothing should be timed: every shape's timings are remembered")
+
+
+def test_auto_follows_the_remembered_timings_layer_by_layer() -> None:
+    """Winograd exactly where it was timed faster by the margin; conv1_1 (3 channels) and
+    layers past the deepest wanted one are not considered; nothing is timed again."""
+    model, tuning = small_timings({"conv2_1", "conv3_2"})
+    example = torch.zeros(1, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    timings = choose_convolutions(model, example, ["relu3_2"], "auto", no_clock, tuning)
+    assert [(t.name, t.chosen) for t in timings] == [
+        ("conv2_1", "winograd"),
+        ("conv3_1", "direct"),
+        ("conv3_2", "winograd"),
+    ]
+    assert model.conv2_1.winograd and model.conv3_2.winograd
+    assert (model.conv2_1.tile, model.conv3_2.tile) == (4, 6)  # the faster tile
+    assert not model.conv1_1.winograd and not model.conv3_1.winograd
+    assert not model.conv4_1.winograd
+
+
+def test_timings_are_measured_once_per_shape_and_remembered_in_the_file(tmp_path: Path) -> None:
+    """A first run times each new shape (conv5_1 and conv5_2 share one) on the real layers and
+    writes them; a new process reads them and times nothing; ``measure`` times afresh."""
+    model = small_vgg()
+    prepare_winograd(model)
+    example = torch.zeros(1, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    calls = {"n": 0}
+
+    def clock() -> float:
+        calls["n"] += 1
+        return time.perf_counter()
+
+    tuning = Tuning(tmp_path, "machine")
+    timings = choose_convolutions(model, example, ["relu5_2"], "auto", clock, tuning)
+    assert [t.name for t in timings] == [
+        "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"
+    ]  # fmt: skip
+    assert all(t.direct > 0 and t.winograd > 0 for t in timings)
+    # 6 shapes × 3 kernels (direct, two tiles) × (1 warm-up + REPEATS) passes × 2 clock reads
+    assert calls["n"] == 6 * 3 * (1 + REPEATS) * 2
+    assert timings[-1].direct == timings[-2].direct  # one shape, one timing
+    saved = json.loads((tmp_path / "tuning.json").read_text())
+    assert len(saved["machines"]["machine"]) == 6
+    calls["n"] = 0
+    reread = Tuning(tmp_path, "machine")
+    again = choose_convolutions(model, example, ["relu5_2"], "auto", clock, reread)
+    assert calls["n"] == 0 and again == timings
+    choose_convolutions(model, example, ["relu5_2"], "measure", clock, Tuning(tmp_path, "machine"))
+    assert calls["n"] == 6 * 3 * (1 + REPEATS) * 2
+
+
+def test_the_network_runs_in_bf16_only_where_its_convs_are_timed_faster() -> None:
+    """bf16 against fp32's faster kernel per layer, with the margin; under ``direct``, against
+    the direct kernel only."""
+    model, tuning = small_timings(set())  # fp32: direct 1.0 (Winograd 2.0); bf16: 0.7
+    example = torch.zeros(1, 3, 32, 32)
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "bf16"
+    model, tuning = small_timings({"conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2"})
+    # fp32 with Winograd: 4 × 0.5 + 0.4 + 2 × 1.0 = 4.4 against bf16's 7 × 0.7 = 4.9
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "fp32"
+    assert fastest_precision(model, example, ["relu5_2"], "direct", no_clock, tuning) == "bf16"
 
 
 def test_explicit_choices_and_where_auto_does_not_measure() -> None:
@@ -154,41 +236,25 @@ def test_explicit_choices_and_where_auto_does_not_measure() -> None:
     choose_convolutions(model, example.bfloat16(), ["relu5_2"], "winograd")
     # auto and measure in a lower precision: nothing timed, every conv direct
     for choice in ("auto", "measure"):
-        assert choose_convolutions(model, example.bfloat16(), ["relu5_2"], choice) == []
+        assert choose_convolutions(model, example.bfloat16(), ["relu5_2"], choice, no_clock) == []
         assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv3_2", "conv5_2"))
 
 
-@pytest.mark.parametrize(
-    ("avx512", "side", "expected"),
-    [
-        (True, 256, ["conv4_2"]),  # conv5_x at 8×8 = 256 positions: too small
-        (True, 512, ["conv4_2", "conv5_1", "conv5_2"]),
-        (True, 1024, ["conv5_1", "conv5_2"]),  # conv4_x at 128² positions: too large
-        (False, 64, ["conv2_1", "conv3_1", "conv3_2"]),  # conv4_x at 8×8 = 64 positions
-        (False, 256, ["conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]),
-        (False, 1024, ["conv4_1", "conv4_2", "conv5_1", "conv5_2"]),  # conv3_x at 256²
-    ],
-)
-def test_auto_rule_by_width_size_and_isa(
-    monkeypatch: pytest.MonkeyPatch, avx512: bool, side: int, expected: list[str]
-) -> None:
-    """auto: by the ISA the direct kernels use, Winograd only for wide enough layers whose
-    feature map (VGG-11 halves it at each pooling) is within the measured bounds; the same choice
-    every run (no timing), so a seed reproduces the image."""
-    import normstyle.runtime.convolutions as convolutions
-
-    monkeypatch.setattr(convolutions, "direct_convolutions_use_avx512", lambda: avx512)
+def test_large_feature_maps_are_not_timed_and_stay_direct() -> None:
+    """Past MAX_TIMED_POSITIONS a timing would cost seconds and gigabytes: direct, untimed."""
     model = small_vgg()
     prepare_winograd(model)
+    side = 2 * int(MAX_TIMED_POSITIONS**0.5) + 8  # conv2_1's map (side / 2)² is too large
     example = torch.zeros(1, 3, side, side)
-    assert choose_convolutions(model, example, ["relu5_2"], "auto") == []
-    names = ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]
-    assert [n for n in names if getattr(model, n).winograd] == expected
+    tuning = Tuning(None, "test")
+    with torch.no_grad():
+        timings = choose_convolutions(model, example, ["relu2_1"], "auto", no_clock, tuning)
+    assert timings == [] and not model.conv2_1.winograd
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
-def test_input_positions_match_the_shapes_the_layers_produce(ceil_mode: bool) -> None:
-    """The rule's per-layer sizes, from shape formulas alone, against running the layers."""
+def test_input_sizes_match_the_shapes_the_layers_produce(ceil_mode: bool) -> None:
+    """The timed shapes, from shape formulas alone, against running the layers."""
     layers = [
         ("conv", nn.Conv2d(3, 4, 3, padding=1)),
         ("pool", nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=ceil_mode)),
@@ -200,10 +266,10 @@ def test_input_positions_match_the_shapes_the_layers_produce(ceil_mode: bool) ->
         ("last", nn.Identity()),
     ]
     for height, width in itertools.product((23, 24, 30), (25, 32)):
-        positions = input_positions(layers, (1, 3, height, width))
+        sizes = input_sizes(layers, (1, 3, height, width))
         x = torch.zeros(1, 3, height, width)
         for name, module in layers:
-            assert positions[name] == x.shape[2] * x.shape[3], (name, height, width)
+            assert sizes[name] == tuple(x.shape[2:]), (name, height, width)
             x = module(x)
 
 

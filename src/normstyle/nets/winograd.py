@@ -1,11 +1,15 @@
-"""Winograd F(4×4, 3×3) convolution for frozen 3×3 layers (Lavin & Gray, *Fast Algorithms for
-Convolutional Neural Networks*, CVPR 2016).
+"""Winograd F(4×4, 3×3) and F(6×6, 3×3) convolution for frozen 3×3 layers (Lavin & Gray,
+*Fast Algorithms for Convolutional Neural Networks*, CVPR 2016).
 
-Each 4×4 block of outputs is computed from the 6×6 block of inputs around it as
-``Y = Aᵀ [ (G W Gᵀ) ⊙ (Bᵀ d B) ] A``: 36 multiplications per block and channel pair instead of
-the 144 of a direct convolution. With the weight transform ``G W Gᵀ`` computed once (the network
-is frozen), a layer is an input transform, 36 matrix products (one per position of the 6×6
-block, each ``tiles × C_in`` by ``C_in × C_out``) and an output transform.
+Each m×m block of outputs (m = 4 or 6, the *tile*) is computed from the (m+2)×(m+2) block of
+inputs around it as ``Y = Aᵀ [ (G W Gᵀ) ⊙ (Bᵀ d B) ] A``: (m+2)² multiplications per block and
+channel pair instead of the 9m² of a direct convolution — 2.25 per output for F(4×4, 3×3),
+1.78 for F(6×6, 3×3), against 9. With the weight transform ``G W Gᵀ`` computed once (the network
+is frozen), a layer is an input transform, (m+2)² matrix products (one per position of the
+block, each ``tiles × C_in`` by ``C_in × C_out``) and an output transform. The larger tile does
+fewer products but pads small feature maps to whole tiles (a 32×27 map is 36×30 in 6×6 tiles)
+and rounds a little more (tested against ``F.conv2d`` in float64); which tile, if any, a layer
+uses is measured (``runtime/convolutions.py``).
 
 The gradient with respect to the input of a 3×3, stride-1, padding-1 convolution is itself such a
 convolution (with the weights flipped and their channel axes swapped), so the backward pass to
@@ -22,48 +26,95 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TILE = 4  # output block side m of F(m×m, 3×3); the input block is m + 2
-_BLOCK = TILE + 2
+TILES = (4, 6)  # output block sides m of F(m×m, 3×3); the input block is m + 2
 
-# The transform matrices of F(4, 3) (Lavin & Gray, eq. 9 and its construction with the
-# interpolation points 0, ±1, ±2, ∞).
-_BT = (
-    (4, 0, -5, 0, 1, 0),
-    (0, -4, -4, 1, 1, 0),
-    (0, 4, -4, -1, 1, 0),
-    (0, -2, -1, 2, 1, 0),
-    (0, 2, -1, -2, 1, 0),
-    (0, 4, 0, -5, 0, 1),
-)
-_G = (
-    (1 / 4, 0, 0),
-    (-1 / 6, -1 / 6, -1 / 6),
-    (-1 / 6, 1 / 6, -1 / 6),
-    (1 / 24, 1 / 12, 1 / 6),
-    (1 / 24, -1 / 12, 1 / 6),
-    (0, 0, 1),
-)
-_AT = (
-    (1, 1, 1, 1, 1, 0),
-    (0, 1, -1, 2, -2, 0),
-    (0, 1, 1, 4, 4, 0),
-    (0, 1, -1, 8, -8, 1),
-)
+# The transform matrices (Bᵀ, G, Aᵀ) by tile, from the modified Toom–Cook construction with the
+# interpolation points 0, ±1, ±2 (and ±1/2 for F(6, 3)) and ∞: Aᵀ[i, j] = p_jⁱ, G[j, k] =
+# p_jᵏ / Π_{l≠j}(p_j − p_l), the ∞ point's column and row a unit vector; Bᵀ the unique matrix that
+# makes Aᵀ[(G g) ⊙ (Bᵀ d)] the correlation of d with g (tested). F(4, 3) is Lavin & Gray's eq. 9;
+# F(6, 3) adds the points ±1/2, as NNPACK's F(6×6, 3×3) does (its input transform's 21/4, 17/4).
+_MATRICES: dict[int, tuple[tuple[tuple[float, ...], ...], ...]] = {
+    4: (
+        (
+            (4, 0, -5, 0, 1, 0),
+            (0, -4, -4, 1, 1, 0),
+            (0, 4, -4, -1, 1, 0),
+            (0, -2, -1, 2, 1, 0),
+            (0, 2, -1, -2, 1, 0),
+            (0, 4, 0, -5, 0, 1),
+        ),
+        (
+            (1 / 4, 0, 0),
+            (-1 / 6, -1 / 6, -1 / 6),
+            (-1 / 6, 1 / 6, -1 / 6),
+            (1 / 24, 1 / 12, 1 / 6),
+            (1 / 24, -1 / 12, 1 / 6),
+            (0, 0, 1),
+        ),
+        (
+            (1, 1, 1, 1, 1, 0),
+            (0, 1, -1, 2, -2, 0),
+            (0, 1, 1, 4, 4, 0),
+            (0, 1, -1, 8, -8, 1),
+        ),
+    ),
+    6: (
+        (
+            (-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0),
+            (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
+            (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0),
+            (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
+            (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0),
+            (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
+            (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0),
+            (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1),
+        ),
+        (
+            (-1, 0, 0),
+            (-2 / 9, -2 / 9, -2 / 9),
+            (-2 / 9, 2 / 9, -2 / 9),
+            (1 / 90, 1 / 45, 2 / 45),
+            (1 / 90, -1 / 45, 2 / 45),
+            (32 / 45, 16 / 45, 8 / 45),
+            (32 / 45, -16 / 45, 8 / 45),
+            (0, 0, 1),
+        ),
+        (
+            (1, 1, 1, 1, 1, 1, 1, 0),
+            (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0),
+            (0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0),
+            (0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0),
+            (0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0),
+            (0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1),
+        ),
+    ),
+}
 
 
-def transform_weights(weight: torch.Tensor) -> torch.Tensor:
-    """``G W Gᵀ`` for weights (C_out, C_in, 3, 3): (36, C_in, C_out), in the weights' dtype.
+def winograd_matrices(
+    tile: int, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Bᵀ, G, Aᵀ) of F(tile × tile, 3×3) as tensors."""
+    if tile not in _MATRICES:
+        raise ValueError(f"Winograd tile must be one of {TILES}, not {tile}")
+    bt, g, at = _MATRICES[tile]
+    return tuple(torch.tensor(m, dtype=dtype) for m in (bt, g, at))  # type: ignore[return-value]
+
+
+def transform_weights(weight: torch.Tensor, tile: int = 4) -> torch.Tensor:
+    """``G W Gᵀ`` for weights (C_out, C_in, 3, 3): ((tile+2)², C_in, C_out), in the weights' dtype.
 
     Each entry is a sum of at most nine products, so it is computed in the weights' own
     precision (at least float32): float64 would add nothing but ~1 s of start-up on VGG-19.
     """
     dtype = torch.promote_types(weight.dtype, torch.float32)
-    g = torch.tensor(_G, dtype=dtype, device=weight.device)
+    g = winograd_matrices(tile, dtype)[1].to(weight.device)
     by_tap = weight.detach().to(dtype).permute(2, 3, 1, 0)  # (k, l, C_in, C_out)
     rows = torch.tensordot(g, by_tap, dims=([1], [0]))  # (a, l, C_in, C_out)
     # Ordered (column b, row a) like the input transform's output, so neither needs a copy.
     u = torch.tensordot(g, rows, dims=([1], [1]))  # (b, a, C_in, C_out)
-    return u.reshape(_BLOCK * _BLOCK, weight.shape[1], weight.shape[0]).to(weight.dtype)
+    block = tile + 2
+    return u.reshape(block * block, weight.shape[1], weight.shape[0]).to(weight.dtype)
 
 
 def backward_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -72,38 +123,41 @@ def backward_weights(weight: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bᵀ and Aᵀ as tensors, made once per dtype and device (they are on the hot path)."""
-    return (
-        torch.tensor(_BT, dtype=dtype, device=device),
-        torch.tensor(_AT, dtype=dtype, device=device),
-    )
+def _transforms(
+    tile: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bᵀ and Aᵀ as tensors, made once per tile, dtype and device (they are on the hot path)."""
+    bt, _, at = winograd_matrices(tile, dtype)
+    return bt.to(device), at.to(device)
 
 
 def winograd_conv3x3(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
     """A 3×3 convolution, stride 1, zero padding 1, without bias, of ``x`` (B, C_in, H, W) with
-    weights already transformed by :func:`transform_weights`; channels-last (B, C_out, H, W)."""
+    weights already transformed by :func:`transform_weights` (whose shape gives the tile);
+    channels-last (B, C_out, H, W)."""
+    block = round(transformed.shape[0] ** 0.5)
+    tile = block - 2
     batch, channels, height, width = x.shape
-    rows, cols = -(-height // TILE), -(-width // TILE)
-    bt, at = _transforms(x.dtype, x.device)
+    rows, cols = -(-height // tile), -(-width // tile)
+    bt, at = _transforms(tile, x.dtype, x.device)
     # (B, H, W, C) view; pad to whole blocks plus the 1-pixel border.
     nhwc = x.permute(0, 2, 3, 1)
-    padded = F.pad(nhwc, (0, 0, 1, cols * TILE + 1 - width, 1, rows * TILE + 1 - height))
+    padded = F.pad(nhwc, (0, 0, 1, cols * tile + 1 - width, 1, rows * tile + 1 - height))
     # Input transform Bᵀ d B, separably: along the rows, then along the columns, each as a
-    # combination of six strided slices (no 6×6 patches are ever copied out). Every contraction
-    # is over the leading axis, so each is one matrix product without a transpose.
-    span_r, span_c = TILE * (rows - 1) + 1, TILE * (cols - 1) + 1
-    by_row = torch.stack([padded[:, k : k + span_r : TILE] for k in range(_BLOCK)])
-    by_row = (bt @ by_row.view(_BLOCK, -1)).view(_BLOCK, batch, rows, -1, channels)  # (6a, …)
-    by_col = torch.stack([by_row[:, :, :, k : k + span_c : TILE] for k in range(_BLOCK)])
+    # combination of strided slices (no patches are ever copied out). Every contraction is
+    # over the leading axis, so each is one matrix product without a transpose.
+    span_r, span_c = tile * (rows - 1) + 1, tile * (cols - 1) + 1
+    by_row = torch.stack([padded[:, k : k + span_r : tile] for k in range(block)])
+    by_row = (bt @ by_row.view(block, -1)).view(block, batch, rows, -1, channels)  # (a, …)
+    by_col = torch.stack([by_row[:, :, :, k : k + span_c : tile] for k in range(block)])
     tiles = batch * rows * cols
-    v = (bt @ by_col.view(_BLOCK, -1)).view(_BLOCK * _BLOCK, tiles, channels)  # (6b·6a, …)
-    m = torch.bmm(v, transformed)  # (36, tiles, C_out)
+    v = (bt @ by_col.view(block, -1)).view(block * block, tiles, channels)  # (b·a, …)
+    m = torch.bmm(v, transformed)  # (block², tiles, C_out)
     out_channels = transformed.shape[2]
     # Output transform Aᵀ m A, separably as well: over a (per column b), then over b.
-    y = torch.matmul(at, m.view(_BLOCK, _BLOCK, -1))  # (6b, 4i, tiles·O)
-    y = (at @ y.view(_BLOCK, -1)).view(TILE, TILE, batch, rows, cols, out_channels)  # (4j, 4i)
-    y = y.permute(2, 3, 1, 4, 0, 5).reshape(batch, rows * TILE, cols * TILE, out_channels)
+    y = torch.matmul(at, m.view(block, block, -1))  # (b, i, tiles·O)
+    y = (at @ y.view(block, -1)).view(tile, tile, batch, rows, cols, out_channels)  # (j, i)
+    y = y.permute(2, 3, 1, 4, 0, 5).reshape(batch, rows * tile, cols * tile, out_channels)
     return y[:, :height, :width].permute(0, 3, 1, 2)
 
 
@@ -132,23 +186,24 @@ class _WinogradFunction(torch.autograd.Function):
 
 
 class WinogradConv2d(nn.Conv2d):
-    """A frozen 3×3 convolution (stride 1, padding 1) that can run as Winograd F(4×4, 3×3).
+    """A frozen 3×3 convolution (stride 1, padding 1) that can run as Winograd F(m×m, 3×3).
 
     It is an ``nn.Conv2d`` (same parameters, same ``state_dict``) whose ``winograd`` switch picks
-    the algorithm; off, it is the plain conv. On, its output equals the conv's up to rounding
-    (relative error ~1e-5 in float32, tested against ``F.conv2d`` in float64) and only the
-    input gets a gradient. The transformed weights are computed once, and again only
-    if the weights change.
+    the algorithm and ``tile`` the m (4 or 6); off, it is the plain conv. On, its output equals
+    the conv's up to rounding (relative error ~1e-5 in float32, tested against ``F.conv2d`` in
+    float64) and only the input gets a gradient. The transformed weights are computed once per
+    tile, and again only if the weights change.
     """
 
     winograd: bool = False
+    tile: int = 4
     _transformed: tuple[Any, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
         """A WinogradConv2d sharing ``conv``'s parameters (switched off)."""
         if not is_winograd_compatible(conv):
-            raise ValueError("Winograd F(4×4, 3×3) needs a 3×3 conv, stride 1, padding 1")
+            raise ValueError("Winograd F(m×m, 3×3) needs a 3×3 conv, stride 1, padding 1")
         new = cls(
             conv.in_channels,
             conv.out_channels,
@@ -162,11 +217,11 @@ class WinogradConv2d(nn.Conv2d):
         return new
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.tile)
         cached = getattr(self, "_transformed", None)
         if cached is None or cached[0] != key:
-            forward = transform_weights(self.weight)
-            backward = transform_weights(backward_weights(self.weight))
+            forward = transform_weights(self.weight, self.tile)
+            backward = transform_weights(backward_weights(self.weight), self.tile)
             self._transformed = cached = (key, forward, backward)
         return cached[1], cached[2]
 
@@ -179,7 +234,8 @@ class WinogradConv2d(nn.Conv2d):
         return _WinogradFunction.apply(x, forward, backward, bias)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", Winograd F(4×4, 3×3)" if self.winograd else "")
+        algorithm = f", Winograd F({self.tile}×{self.tile}, 3×3)" if self.winograd else ""
+        return super().extra_repr() + algorithm
 
 
 def is_winograd_compatible(module: nn.Module) -> bool:

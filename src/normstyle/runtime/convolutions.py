@@ -1,14 +1,27 @@
-"""Which algorithm each frozen 3×3 conv of the style loop uses, chosen by measurement.
+"""Which kernel each frozen 3×3 conv of the style loop runs, and in which precision the
+network runs on the CPU, chosen by timing them on this machine.
 
-Winograd F(4×4, 3×3) (:mod:`normstyle.nets.winograd`) does a quarter of the multiplications of a
-direct convolution, but spends memory traffic on its transforms and runs its products through
-the BLAS, which may be slower than oneDNN's direct kernels. Which one wins depends on the CPU, the
-layer's width and the size of its feature map (measured on a Zen 4 EPYC, see the rules below).
-So each layer is timed at the run's own input size, forward and backward to the input as the
-loop runs them, and switched to Winograd only where it is clearly faster (``measure``) — or, by
-default, a fixed rule drawn from those measurements decides (``auto``: reproducible). Only fp32
-networks are considered: in bf16 or fp16 the transforms would lose the precision the direct
-kernels keep.
+Winograd F(4×4, 3×3) and F(6×6, 3×3) (:mod:`normstyle.nets.winograd`) do a quarter and a fifth
+of the multiplications of a direct convolution, but spend memory traffic on their transforms and
+run their products through the BLAS, which may be slower than oneDNN's direct kernels; bf16
+halves the bytes but its instructions are not faster on every CPU that has them. Which wins
+depends on the CPU (not only its instruction set), the layer's width and the size of its
+feature map — measured, per layer:
+
+- AMD EPYC Zen 4, AVX-512 (2026-12-02): Winograd won only the 512-channel layers on 32²–64²
+  maps (1.1–1.2×); bf16 made an iteration 1.6–2.1× faster than fp32.
+- The same CPU limited to AVX2: Winograd won every layer from conv2_1 on 16²–128² maps
+  (1.1–2.6×) and lost at 256² (0.32–0.69×).
+- Intel Xeon model 207, AVX-512-BF16 without AMX (2026-12-03): Winograd won from conv3_1 on
+  (1.4–2.6× at 256 px), and a bf16 iteration took 1.9× the fp32 one (oneDNN's avx512_core_bf16
+  kernels ran at 150 GFLOP/s against 230–265 in fp32).
+
+So each layer shape is timed once, forward and backward to the input as the loop runs them, and
+the timings are remembered (:mod:`normstyle.runtime.tuning`): ``auto`` reads them (timing only
+the shapes not seen yet), ``measure`` times afresh. A layer uses Winograd (with its faster tile)
+only where it takes at most :data:`MARGIN` of the direct conv's time; the network runs in bf16
+only where that makes the timed convs faster by :data:`BF16_MARGIN` (and the CPU computes bf16
+natively at all).
 """
 
 from __future__ import annotations
@@ -23,65 +36,45 @@ from torch import nn
 
 from normstyle.nets.chain import chain_of
 from normstyle.nets.winograd import WinogradConv2d, is_winograd_compatible
-from normstyle.runtime.precision import direct_convolutions_use_avx512
+from normstyle.runtime.tuning import Timings, Tuning, conv_key, current
 
 ConvolutionChoice = Literal["auto", "measure", "direct", "winograd"]
 CONVOLUTION_CHOICES: tuple[str, ...] = ("auto", "measure", "direct", "winograd")
-# "auto": a fixed rule from those measurements, so that a seed reproduces an image bit for bit
-# (timings vary from run to run; the two algorithms round differently).
 
-
-@dataclass(frozen=True)
-class WinogradRule:
-    """Which convs ``auto`` switches to Winograd: wide enough, on a feature map neither too small
-    (the transforms and tile padding dominate) nor too large (its transformed copies outgrow the
-    caches and the direct kernels win), counted in positions (height × width) of one image."""
-
-    min_in_channels: int
-    min_out_channels: int
-    min_positions: int
-    max_positions: int
-
-    def applies(self, conv: nn.Conv2d, positions: int) -> bool:
-        """Whether ``conv``, on an input of ``positions`` positions, should use Winograd."""
-        return (
-            conv.in_channels >= self.min_in_channels
-            and conv.out_channels >= self.min_out_channels
-            and self.min_positions <= positions <= self.max_positions
-        )
-
-
-# Measured on a Zen 4 EPYC with `--convolution measure` at 128, 256, 512 and 1024 px (Winograd's
-# speed over direct, forward + backward, each layer alone). Where the direct kernels use AVX-512,
-# Winograd won only the 512-channel layers, on maps from 32² to 64² positions (1.1–1.2×); it lost
-# at 16² (0.74–1.19×, 128 px) and at 128² (0.64–0.79×, conv4_x at 1024 px). The bounds sit
-# between. Limited to AVX2 (oneDNN, ATen and MKL), every layer from conv2_1 won (1.1–2.6×) on maps
-# from 16² to 128² positions and lost at 256² (conv2_x at 512 px, conv3_x at 1024 px: 0.32–0.69×)
-# and at 8² (conv5_1 at 128 px: 0.72×); conv1_2, with 64 outputs, lost at every size.
-# Layers timed alone overstate the gains: VGG-19's whole forward + backward to relu5_1 (median
-# of 3–5) took, with AVX2, 294 ms by this rule against 296 ms by the earlier one (Winograd from
-# 256 input channels, whatever the size) at 256 px, 1.20 s against 1.18 s at 512 px (direct:
-# 0.42 s, 1.65 s), but at 1024 px 8.3 s against 10.2 s (direct 7.2 s); with AVX-512 in fp32,
-# 0.85 s against 0.87 s at 512 px and 4.5 s against 6.1 s at 1024 px (direct 0.89 s, 4.7 s).
-# The earlier rule's Winograd on large maps is what this one removes.
-RULE_AVX512 = WinogradRule(512, 1, 512, 8192)
-RULE_OTHER = WinogradRule(64, 128, 128, 32768)
-# Narrower layers are not timed: the transforms dominate (conv1_1, 3 → 64 channels: 0.13× the
-# direct conv's speed).
+# Narrower layers are not timed for Winograd: the transforms dominate (conv1_1, 3 → 64 channels:
+# 0.13× the direct conv's speed). Such a layer runs in fp32 in every precision (the first conv).
 MIN_CHANNELS = 16
 # Winograd is kept only where it takes at most this fraction of the direct conv's time: a
 # narrower margin would flip on timing noise.
 MARGIN = 0.9
+# bf16 is chosen only where the timed convs take at most this fraction of their fp32 time (with
+# each fp32 layer on its faster kernel): bf16 also costs the casts around the fp32 first conv.
+BF16_MARGIN = 0.85
+# Feature maps larger than this (positions of one image) are not timed and stay direct: the
+# timing itself would take seconds and gigabytes, and Winograd lost on every map past 256²
+# measured (0.3–0.7×).
+MAX_TIMED_POSITIONS = 256 * 256
+# Timed passes per kernel after one warm-up (which also makes oneDNN's primitives and Winograd's
+# transformed weights); the fastest counts. One: a first run at 256 px times its shapes in
+# ~1.5 s (AVX2) to ~2 s (with bf16 as well), all of it once per machine.
+REPEATS = 1
+
+
+# The fp32 Winograd kernels by tile (their names in the timings).
+WINOGRAD_KERNELS = {4: "fp32-winograd", 6: "fp32-winograd6"}
+FP32_KERNELS = ("fp32-direct", *WINOGRAD_KERNELS.values())
 
 
 @dataclass
 class LayerTiming:
-    """One conv's measured forward + backward time (seconds) with each algorithm."""
+    """One conv's measured forward + backward time (seconds): direct, and Winograd with its
+    faster tile; ``chosen`` is "direct" or "winograd"."""
 
     name: str
     direct: float
     winograd: float
     chosen: str
+    tile: int = 4
 
 
 def prepare_winograd(model: nn.Module) -> list[str]:
@@ -102,60 +95,134 @@ def choose_convolutions(
     wanted: Collection[str],
     choice: ConvolutionChoice = "auto",
     clock: Callable[[], float] = time.perf_counter,
+    tuning: Tuning | None = None,
 ) -> list[LayerTiming]:
     """Set each switchable conv of ``model`` up to the deepest ``wanted`` layer to Winograd or
     direct for inputs shaped like ``example`` (the network input, in its dtype and layout).
 
-    ``choice`` "direct" or "winograd" sets them all; "auto" applies the fixed rule above and
-    "measure" times both algorithms on every layer at this size (fast wherever it runs, but
-    not bit-reproducible from run to run) and returns the timings. Both only for fp32 on the
-    CPU; elsewhere all stay direct.
+    ``choice`` "direct" or "winograd" sets them all; "auto" chooses by this machine's remembered
+    timings (timing the shapes it has none for) and "measure" times every shape afresh; both
+    return the timings they used, and both apply only to fp32 on the CPU (elsewhere every conv
+    stays direct: in bf16 or fp16 the transforms would lose the precision the direct kernels
+    keep). ``tuning``: where timings are remembered (default: this machine's cache).
     """
-    chain = chain_of(model)
-    order = [name for name, _ in chain]
-    deepest = max((order.index(name) for name in wanted), default=-1)
-    switchable = [(n, m) for n, m in chain[: deepest + 1] if isinstance(m, WinogradConv2d)]
+    switchable = _switchable(model, wanted)
     if choice in ("direct", "winograd"):
-        for _, module in switchable:
-            module.winograd = choice == "winograd"
+        for _, module, _ in switchable:
+            module.winograd, module.tile = choice == "winograd", 4
         return []
-    for _, module in switchable:
+    for _, module, _ in switchable:
         module.winograd = False
     if example.device.type != "cpu" or example.dtype != torch.float32:
         return []
-    if choice == "auto":
-        rule = RULE_AVX512 if direct_convolutions_use_avx512() else RULE_OTHER
-        sizes = input_positions(chain[: deepest + 1], example.shape)
-        for name, module in switchable:
-            module.winograd = rule.applies(module, sizes[name])
+    timed = [(n, m, size) for n, m, size in _sizes(model, switchable, example) if _timed(m, size)]
+    timings = kernel_timings(timed, FP32_KERNELS, choice == "measure", clock, tuning)
+    chosen = []
+    for name, module, _ in timed:
+        direct = timings[name]["fp32-direct"]
+        tile = min(WINOGRAD_KERNELS, key=lambda t: timings[name][WINOGRAD_KERNELS[t]])
+        winograd = timings[name][WINOGRAD_KERNELS[tile]]
+        module.winograd, module.tile = winograd <= MARGIN * direct, tile
+        algorithm = "winograd" if module.winograd else "direct"
+        chosen.append(LayerTiming(name, direct, winograd, algorithm, tile))
+    return chosen
+
+
+def fastest_precision(
+    model: nn.Module,
+    example: torch.Tensor,
+    wanted: Collection[str],
+    convolution: ConvolutionChoice = "auto",
+    clock: Callable[[], float] = time.perf_counter,
+    tuning: Tuning | None = None,
+) -> Literal["fp32", "bf16"]:
+    """fp32 or bf16, whichever runs ``model``'s convs up to the deepest ``wanted`` layer faster
+    on inputs shaped like ``example`` on this CPU: the sum over the timed layers of bf16's
+    direct kernel against fp32's faster kernel (the one ``convolution`` allows). Call it only
+    where the CPU computes bf16 natively (see :mod:`normstyle.runtime.precision`)."""
+    example = example.float()
+    sizes = _sizes(model, _switchable(model, wanted), example)
+    timed = [(n, m, size) for n, m, size in sizes if _timed(m, size)]
+    if not timed:
+        return "bf16"
+    fp32_kernels = {"direct": ["fp32-direct"], "winograd": [WINOGRAD_KERNELS[4]]}.get(
+        convolution, list(FP32_KERNELS)
+    )
+    timings = kernel_timings(
+        timed, [*fp32_kernels, "bf16-direct"], convolution == "measure", clock, tuning
+    )
+    fp32 = sum(min(timings[name][k] for k in fp32_kernels) for name, _, _ in timed)
+    bf16 = sum(timings[name]["bf16-direct"] for name, _, _ in timed)
+    return "bf16" if bf16 <= BF16_MARGIN * fp32 else "fp32"
+
+
+def kernel_timings(
+    layers: Sequence[tuple[str, WinogradConv2d, tuple[int, int]]],
+    kernels: Sequence[str],
+    refresh: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+    tuning: Tuning | None = None,
+) -> dict[str, Timings]:
+    """Each layer's time per kernel (``layers``: name, conv, input height and width), from the
+    remembered timings where they exist (unless ``refresh``), else timed now and remembered.
+    Layers of one shape are timed once."""
+    tuning = tuning if tuning is not None else current()
+    out: dict[str, Timings] = {}
+    measured: set[str] = set()  # shapes timed by this call
+    for name, module, (height, width) in layers:
+        key = conv_key(module, height, width)
+        known = {} if refresh and key not in measured else tuning.get(key)
+        missing = [kernel for kernel in kernels if kernel not in known]
+        if missing:
+            known |= _time_kernels(module, height, width, missing, clock)
+            tuning.put(key, known)
+            measured.add(key)
+        out[name] = known
+    if measured:
+        tuning.save()
+    return out
+
+
+def _switchable(model: nn.Module, wanted: Collection[str]) -> list[tuple[str, WinogradConv2d, int]]:
+    """The switchable convs up to the deepest ``wanted`` layer, with their chain index."""
+    chain = chain_of(model)
+    order = [name for name, _ in chain]
+    deepest = max((order.index(name) for name in wanted), default=-1)
+    return [
+        (name, module, index)
+        for index, (name, module) in enumerate(chain[: deepest + 1])
+        if isinstance(module, WinogradConv2d)
+    ]
+
+
+def _sizes(
+    model: nn.Module, switchable: list[tuple[str, WinogradConv2d, int]], example: torch.Tensor
+) -> list[tuple[str, WinogradConv2d, tuple[int, int]]]:
+    """Each switchable conv with the height and width of its input for ``example``."""
+    if not switchable:
         return []
-    timings = []
-    x = example.detach()
-    with torch.no_grad():
-        for name, module in chain[: deepest + 1]:
-            if isinstance(module, WinogradConv2d) and module.in_channels >= MIN_CHANNELS:
-                direct = _time(module, x, False, clock)
-                winograd = _time(module, x, True, clock)
-                keep = winograd <= MARGIN * direct
-                module.winograd = keep
-                timings.append(
-                    LayerTiming(name, direct, winograd, "winograd" if keep else "direct")
-                )
-            x = module(x)
-    return timings
+    chain = chain_of(model)
+    sizes = input_sizes(chain[: switchable[-1][2] + 1], example.shape)
+    return [(name, module, sizes[name]) for name, module, _ in switchable]
 
 
-def input_positions(chain: list[tuple[str, nn.Module]], shape: Sequence[int]) -> dict[str, int]:
-    """The number of positions (height × width) of each layer's input in ``chain`` for a network
-    input of ``shape`` (B, C, H, W), from the layers' shape formulas alone (convs and pooling;
-    every other layer keeps its input's size). Nothing is run: even a tensor without data would
-    make the first ReLU load torch's compiler, ~1 s of start-up."""
+def _timed(module: WinogradConv2d, size: tuple[int, int]) -> bool:
+    return module.in_channels >= MIN_CHANNELS and size[0] * size[1] <= MAX_TIMED_POSITIONS
+
+
+def input_sizes(
+    chain: list[tuple[str, nn.Module]], shape: Sequence[int]
+) -> dict[str, tuple[int, int]]:
+    """The height and width of each layer's input in ``chain`` for a network input of ``shape``
+    (B, C, H, W), from the layers' shape formulas alone (convs and pooling; every other layer
+    keeps its input's size). Nothing is run: even a tensor without data would make the first
+    ReLU load torch's compiler, ~1 s of start-up."""
     size = (int(shape[-2]), int(shape[-1]))
-    positions = {}
+    sizes = {}
     for name, module in chain:
-        positions[name] = size[0] * size[1]
+        sizes[name] = size
         size = _output_size(module, size)
-    return positions
+    return sizes
 
 
 def _output_size(module: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
@@ -189,17 +256,38 @@ def _pair(value: object) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _time(
-    module: WinogradConv2d, x: torch.Tensor, winograd: bool, clock: Callable[[], float]
-) -> float:
-    """One forward + backward pass, timed after one to warm up (allocations, weight transforms)."""
-    module.winograd = winograd
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        for _ in range(2):
-            leaf.grad = None
-            start = clock()
-            out = module(leaf)
-            out.backward(torch.ones_like(out))
-            seconds = clock() - start
-    return seconds
+def _time_kernels(
+    module: WinogradConv2d,
+    height: int,
+    width: int,
+    kernels: Sequence[str],
+    clock: Callable[[], float],
+) -> Timings:
+    """Time ``module`` on a (1, C_in, height, width) channels-last input with each kernel: one
+    forward + backward-to-input pass as the loop runs it, the fastest of :data:`REPEATS` after
+    a warm-up. The module's Winograd switch and tile are left as they were."""
+    was = module.winograd, module.tile
+    x = torch.zeros(1, module.in_channels, height, width, device=module.weight.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    out: Timings = {}
+    try:
+        for kernel in kernels:
+            tiles = [tile for tile, name in WINOGRAD_KERNELS.items() if name == kernel]
+            module.winograd = bool(tiles)
+            module.tile = tiles[0] if tiles else module.tile
+            bf16 = kernel.startswith("bf16")
+            leaf = (x.bfloat16() if bf16 else x).requires_grad_(True)
+            best = float("inf")
+            with torch.enable_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                for repeat in range(REPEATS + 1):
+                    leaf.grad = None
+                    start = clock()
+                    y = module(leaf)
+                    y.backward(torch.ones_like(y))
+                    seconds = clock() - start
+                    if repeat:  # the first pass warms up
+                        best = min(best, seconds)
+            out[kernel] = max(best, 1e-9)
+    finally:
+        module.winograd, module.tile = was
+    return out

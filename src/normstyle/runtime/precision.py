@@ -1,9 +1,12 @@
 """Where and in which precision the optimisation runs.
 
 ``auto`` picks CUDA, then MPS, then the CPU; and bf16 autocast where the hardware computes it
-natively, else fp32. Losses and Gram matrices are always computed in fp32 (see style/losses.py);
-only the network runs in the lower precision. The parity of this choice with fp32 is measured by
-``make bench``.
+natively, else fp32. On the CPU that bf16 is a candidate only: a stylisation keeps it where its
+convs are timed faster than fp32's on this machine (``runtime.convolutions.fastest_precision``),
+because native is not always faster — on an Intel Xeon with AVX-512-BF16 but no AMX a bf16
+iteration took 1.9× the fp32 one, on an AMD Zen 4 0.5–0.6×. Losses and Gram matrices are always
+computed in fp32 (see style/losses.py); only the network runs in the lower precision. The parity
+of this choice with fp32 is measured by ``make bench``.
 
 The CPU policy asks torch, never a table of CPU names: a precision is *native* on this CPU when
 the CPU has the instructions (``torch.cpu.get_capabilities()``), ATen's kernels may use AVX-512
@@ -108,14 +111,6 @@ def _avx512_gap(instructions: tuple[str, ...], onednn_isa: str) -> str | None:
     return None
 
 
-def direct_convolutions_use_avx512() -> bool:
-    """Whether oneDNN's direct fp32 convolutions may use AVX-512 in this process (an x86 CPU
-    with AVX-512F, neither torch's kernels nor oneDNN limited below it)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    return _avx512_gap(("avx512_f",), "AVX512_CORE") is None
-
-
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU, as this process sees it, computes bf16 natively (AVX-512-BF16 or AMX)."""
     return cpu_precision_gap("bf16") is None
@@ -164,7 +159,8 @@ class Runtime:
 def resolve_runtime(device: DeviceChoice = "auto", precision: PrecisionChoice = "auto") -> Runtime:
     """``--device`` and ``--precision`` as a :class:`Runtime`, refusing what the machine lacks.
 
-    ``auto`` precision is bf16 where the device computes it natively, else fp32. An explicit
+    ``auto`` precision is bf16 where the device computes it natively, else fp32 (on the CPU a
+    stylisation then times that bf16 against fp32 and keeps the faster). An explicit
     bf16 or fp16 that the CPU would only emulate is refused (:class:`OptionError`): it would run
     many times slower than fp32 for no gain.
     """

@@ -125,13 +125,14 @@ class StyleOptions:
     precision: PrecisionChoice = _option(
         "auto",
         "network precision: fp32, bf16, fp16 or auto (bf16 where the hardware computes"
-        " it natively, else fp32; losses and Grams stay fp32)",
+        " it natively and, on the CPU, it was timed faster than fp32 here; else fp32; losses"
+        " and Grams stay fp32)",
     )
     convolution: ConvolutionChoice = _option(
         "auto",
-        "3×3 conv algorithm in an fp32 network: direct, winograd (F(4×4,3×3)), auto (Winograd"
-        " on the wide layers where it was measured faster on this ISA) or measure (each layer"
-        " timed at start-up; not bit-reproducible)",
+        "3×3 conv algorithm in an fp32 network: direct, winograd (F(4×4,3×3)), auto (per layer,"
+        " the faster on this machine: each layer shape timed once and remembered in"
+        " $NORMSTYLE_CACHE, see the README) or measure (timed afresh)",
     )
     seed: int | None = _option(None, "random seed; by default a random one, reported")
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")

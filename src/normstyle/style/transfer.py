@@ -21,12 +21,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from normstyle.errors import OptionError, check_names
-from normstyle.io.decode import ImageSource, decoded
-from normstyle.io.resize import fit
+from normstyle.io.decode import ImageSource, decoded, image_size
+from normstyle.io.resize import fit, scaled_size
 from normstyle.io.tensors import as_tensor, rgb_to_image
 from normstyle.nets.vgg import vgg_layer_names
 from normstyle.registry import for_stylization
-from normstyle.runtime.convolutions import choose_convolutions, prepare_winograd
+from normstyle.runtime.convolutions import (
+    choose_convolutions,
+    fastest_precision,
+    prepare_winograd,
+)
 from normstyle.runtime.precision import Runtime, resolve_runtime
 from normstyle.style.color import keep_luminance, match_color_histogram
 from normstyle.style.initial import initial_image
@@ -100,12 +104,24 @@ def run(
         _name(source, "the style image" if len(styles) == 1 else f"style image {number}")
         for number, source in enumerate(style_sources, start=1)
     ]
+    # Where bf16 is native, "auto" still runs it only if it is faster here (timed below, once
+    # the network exists); the memory check meanwhile assumes fp32, which needs more.
+    timed_precision = options.precision == "auto" and runtime.precision == "bf16"
+    if timed_precision and runtime.device.type == "cpu":
+        runtime = Runtime(runtime.device, "fp32")
+    else:
+        timed_precision = False
     levels = plan_levels(options, content, styles, layer_names, runtime, names)
     model = weights.build(pooling=options.pooling)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
-    if options.convolution != "direct":
-        prepare_winograd(model)
+    prepare_winograd(model)  # switched off: plain convs until chosen per level
     prep = weights.preprocessing
+    if timed_precision:
+        width, height = scaled_size(image_size(content), long_side=levels[-1].long_side)
+        example = torch.zeros(1, 3, height, width).contiguous(memory_format=runtime.memory_format)
+        used = [*options.content_layers, *options.style_layers]
+        precision = fastest_precision(model, example, used, options.convolution)
+        runtime = Runtime(runtime.device, precision)
 
     x: torch.Tensor | None = None
     losses: list[float] = []
@@ -185,7 +201,7 @@ def _choose_convolutions(
     example = example.contiguous(memory_format=runtime.memory_format)
     timings = choose_convolutions(model, example, layers, options.convolution)
     if options.verbose and timings:
-        chosen = [t.name for t in timings if t.chosen == "winograd"]
+        chosen = [f"{t.name} (F{t.tile})" for t in timings if t.chosen == "winograd"]
         ratios = "  ".join(f"{t.name} {t.direct / t.winograd:.2f}×" for t in timings)
         tqdm.write(f"Winograd/direct speed per conv: {ratios}")
         tqdm.write(f"Winograd for: {', '.join(chosen) or 'none'}")
