@@ -26,6 +26,7 @@ from normstyle.io.resize import fit, scaled_size
 from normstyle.io.tensors import as_tensor, rgb_to_image
 from normstyle.nets.vgg import vgg_layer_names
 from normstyle.registry import for_stylization
+from normstyle.runtime.allocator import keep_freed_memory
 from normstyle.runtime.convolutions import (
     choose_convolutions,
     fastest_precision,
@@ -83,6 +84,7 @@ def run(
     each appended to ``written`` as soon as it exists."""
     options.validate()
     started = time.perf_counter()
+    keep_freed_memory()  # the loop's tensors reused, not faulted in anew each iteration
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     if not styles:
         raise OptionError("at least one style image is needed")
