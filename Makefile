@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 lint bench tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 lint gallery bench tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,7 @@ figure: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+
+# The artist controls' gallery (docs/gallery/*.png): spatial, colour and scale control.
+gallery: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python scripts/gallery.py

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,21 @@ def test_a_fifo_is_refused_without_blocking(capsys, tmp_path: Path, photo: Path,
     args[where] = str(fifo)
     argv = ["stylize", args["content"], args["style"], "-o", str(tmp_path / "o.png"), *TINY]
     run_clean(capsys, tmp_path, [*argv, "--init", args["init"]], 1, "not a regular file")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("option", ["--masks", "--style-masks"])
+def test_a_fifo_or_a_bomb_as_a_mask_is_refused(capsys, tmp_path: Path, photo: Path, option) -> None:
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    argv = ["stylize", str(photo), str(photo), "-o", str(tmp_path / "o.png"), *TINY]
+    run_clean(capsys, tmp_path, [*argv, option, str(fifo)], 1, "not a regular file")
+    bomb = tmp_path / "bomb.png"
+    with warnings.catch_warnings():  # Pillow warns about the bomb it is asked to make
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.new("L", (12000, 8000)).save(bomb)  # 96 Mpx of zeros: a few KB on disk
+    run_clean(capsys, tmp_path, [*argv, option, str(bomb)], 1, "pixels")
+    assert not (tmp_path / "o.png").exists()
 
 
 @pytest.mark.timeout(60)

@@ -62,7 +62,11 @@ _PARSERS: dict[str, Any] = {
     "save_every": _non_negative_int,
     "scales": count_or_auto,
     "coarse_iterations": _non_negative_int,
+    "masks": str,
+    "style_masks": str,
 }
+# Options that take one value per style image (or, for --style-layers, one for all).
+_PER_STYLE = {"masks", "style_masks", "style_layers"}
 _GROUPS = {
     "output": ("long_side", "iterations", "seed", "save_every", "progress", "verbose"),
     "loss": (
@@ -73,8 +77,8 @@ _GROUPS = {
         "tv_weight",
         "style_scale",
         "style_blend",
-        "preserve_colors",
     ),
+    "artist controls (Gatys et al. 2017)": ("masks", "style_masks", "preserve_colors"),
     "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations", "paper"),
     "network": ("weights", "normalize", "pooling", "device", "precision", "convolution"),
 }
@@ -128,6 +132,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                 kwargs["choices"] = choices
             else:
                 kwargs["type"] = _PARSERS[name]
+            if name in _PER_STYLE:
+                kwargs["nargs"] = "+"
+                kwargs["metavar"] = "MASK" if "mask" in name else "LAYERS"
             shown = "" if default is None else _show(default)
             group.add_argument(
                 flag, help=f"{help_text}" + (f" [{shown}]" if shown else ""), **kwargs
@@ -158,9 +165,17 @@ def optimiser_log(verbose: bool) -> Iterator[None]:
 def handle(args: argparse.Namespace) -> int:
     """Run ``stylize``."""
     names = {f.name for f in fields(StyleOptions)}
-    options = StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if "style_layers" in given:  # one set for every style image, or one per style image
+        sets = given["style_layers"]
+        given["style_layers"] = sets[0] if len(sets) == 1 else sets
+    for name in ("masks", "style_masks"):
+        if name in given:
+            given[name] = tuple(given[name])
+    options = StyleOptions(**given)
     # Fail before the long part, not after it: the output and every intermediate image.
-    output = check_outputs(options, args.output, [args.content, *args.styles, options.init])
+    inputs = [args.content, *args.styles, options.init, *(options.masks or ())]
+    output = check_outputs(options, args.output, [*inputs, *(options.style_masks or ())])
     written: list[Path] = []
     try:
         with optimiser_log(options.verbose):

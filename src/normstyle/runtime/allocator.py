@@ -42,7 +42,8 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only: musl's mallopt is a stub
+        if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl's mallopt is a stub
+            return False
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

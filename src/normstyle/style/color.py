@@ -1,7 +1,18 @@
-"""Colour preservation (Gatys, Ecker, Bethge, Hertzmann & Shechtman 2017, "Controlling
-Perceptual Factors in Neural Style Transfer", §5). Tensors are RGB in [0, 1], shape (1, 3, H, W)."""
+"""Colour control (Gatys, Ecker, Bethge, Hertzmann & Shechtman 2017, "Controlling Perceptual
+Factors in Neural Style Transfer", §5). Tensors are RGB in [0, 1], shape (1, 3, H, W).
+
+- Luminance-only transfer (§5.1): the content and the style image enter the network as their
+  luminance (grey images), the style's matched to the content's mean and variance; the optimiser
+  moves only the luminance; the content's chrominance (YIQ's I and Q) is put back at the end.
+- Colour histogram matching (§5.2): the style image recoloured, x' = A (x − μ_S) + μ_C with
+  A Σ_S Aᵀ = Σ_C, before the transfer. Of the two choices of A the paper names (a Cholesky
+  factorisation, or "3D colour matching" from Image Analogies) we take the second,
+  A = Σ_C^½ Σ_S^-½ with symmetric square roots.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -27,15 +38,52 @@ def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
 
 
 def keep_luminance(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """The stylised image's luminance with the content image's chrominance (I and Q).
+    """The stylised image's luminance with the content image's chrominance (I and Q), clamped
+    to RGB's [0, 1].
 
-    Departure from the paper, which runs the transfer on luminance images and then recombines:
-    we recombine after a normal (colour) transfer, as neural-style's ``-original_colors`` does;
-    one optimisation serves both outputs.
+    Used twice: after the paper's luminance-only transfer (§5.1, ``--preserve-colors
+    luminance``), whose output is a grey image, and after a normal colour transfer
+    (``luminance-swap``, as neural-style's ``-original_colors``: not the paper's method, the
+    style's colours still shape the luminance).
     """
     yiq = rgb_to_yiq(stylized)
     content_yiq = rgb_to_yiq(content)
     return yiq_to_rgb(torch.cat([yiq[:, :1], content_yiq[:, 1:]], dim=1)).clamp(0, 1)
+
+
+def luminance_image(rgb: torch.Tensor) -> torch.Tensor:
+    """The image's luminance Y (YIQ) as a grey RGB image: Y in all three channels."""
+    return rgb_to_yiq(rgb)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def matched_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The style image's luminance, linearly matched to the content's mean and standard
+    deviation (Gatys et al. 2017, §5.1: L_S' = σ_C/σ_S (L_S − μ_S) + μ_C), as a grey RGB image.
+    Not clamped to [0, 1]: it only feeds the network, and clamping would undo the match."""
+    style_y = rgb_to_yiq(style.double())[:, :1]
+    content_y = rgb_to_yiq(content.double())[:, :1]
+    scale = content_y.std() / style_y.std().clamp_min(1e-12)
+    matched = (style_y - style_y.mean()) * scale + content_y.mean()
+    return matched.to(style.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+def grey_projection(
+    scale: float, std: tuple[float, float, float]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The orthogonal projection, in a network's input space, onto the directions that keep a
+    grey image grey — for the luminance-only transfer, whose optimiser steps only on Y.
+
+    A grey pixel Y is x_c = (scale·Y − mean_c) / std_c in every channel c, so a change dY moves x
+    along v = scale / std; the gradient's component along v is the one that changes Y, and
+    stepping along it keeps the image grey (L-BFGS's directions are sums of such gradients)."""
+    direction = torch.tensor([scale / s for s in std], dtype=torch.float64)
+    unit = direction / direction.norm()
+
+    def project(grad: torch.Tensor) -> torch.Tensor:
+        v = unit.to(grad).view(1, 3, 1, 1)
+        return v * (grad * v).sum(dim=1, keepdim=True)
+
+    return project
 
 
 def _sqrtm(matrix: torch.Tensor, inverse: bool = False) -> torch.Tensor:

@@ -52,7 +52,7 @@ def plan_levels(
             "the style image" if len(styles) == 1 else f"style image {n}"
             for n in range(1, len(styles) + 1)
         ]
-    minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layers])
+    minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layer_names()])
     levels = []
     count = options.level_count()
     for index, (size, (iterations, auto)) in enumerate(

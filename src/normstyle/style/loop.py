@@ -38,10 +38,13 @@ def optimize(
     runtime: Runtime,
     callbacks: Sequence[StepCallback] = (),
     finished: StoppingRule | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Minimized:
     """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
     evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`), or
-    fewer where the stopping rule ``finished`` ends the run.
+    fewer where the stopping rule ``finished`` ends the run. ``project``, if given, maps each
+    pixel gradient onto the directions the image may move in (the luminance-only transfer's grey
+    images); ``start`` must lie in that set.
 
     Returns the best image found (``.x``, fp32 in network input space), its loss terms
     (``.extra``), the loss after each iteration and what the guard did.
@@ -56,7 +59,8 @@ def optimize(
             return terms.total.detach(), None, terms
         leaf = x.detach().requires_grad_(True)
         terms = backward_to_pixels(model, loss, leaf, runtime, scale).detach()
-        return terms.total, leaf.grad, terms
+        grad = leaf.grad if project is None or leaf.grad is None else project(leaf.grad)
+        return terms.total, grad, terms
 
     if options.optimizer == "lbfgs":
         # No line search, one evaluation per iteration (see style/optimizer.py).

@@ -88,8 +88,11 @@ class StyleOptions:
         help="content layers with weights (the paper: relu4_2)",
         factory=lambda: dict(PAPER_CONTENT_LAYERS),
     )
-    style_layers: dict[str, float] = _option(
-        help="style layers with weights w_l (the paper: relu1_1…relu5_1, 1/5 each)",
+    style_layers: dict[str, float] | list[dict[str, float]] = _option(
+        help="style layers with weights w_l (the paper: relu1_1…relu5_1, 1/5 each); one set for"
+        " every style image, or one set per style image (scale control, Gatys et al. 2017 §6:"
+        " e.g. the fine layers relu1_1,relu2_1 from one style and relu3_1,relu4_1,relu5_1 from"
+        " another)",
         factory=lambda: dict(PAPER_STYLE_LAYERS),
     )
     tv_weight: float = _option(0.0, "total-variation smoothing weight (not in the paper)")
@@ -99,8 +102,25 @@ class StyleOptions:
     style_blend: tuple[float, ...] | None = _option(
         None, "weights of several style images (default: equal)"
     )
-    preserve_colors: Literal["none", "luminance", "histogram"] = _option(
-        "none", "keep the content's colours (Gatys et al. 2017): 'luminance' or 'histogram'"
+    preserve_colors: Literal["none", "luminance", "luminance-swap", "histogram"] = _option(
+        "none",
+        "keep the content's colours (Gatys et al. 2017, §5): 'luminance' (the transfer runs on"
+        " luminance alone, the style's matched to the content's mean and variance; the content's"
+        " chrominance is put back), 'histogram' (the style image recoloured to the content's"
+        " colour mean and covariance first) or 'luminance-swap' (a colour transfer whose"
+        " luminance is then combined with the content's chrominance, as neural-style's"
+        " -original_colors)",
+    )
+    masks: tuple[Any, ...] | None = _option(
+        None,
+        "spatial control (Gatys et al. 2017, §4): one greyscale mask per style image over the"
+        " content image (white: where that style goes; any size, stretched to the content's;"
+        " grey blends); where no mask is white the output keeps the content without style",
+    )
+    style_masks: tuple[Any, ...] | None = _option(
+        None,
+        "one greyscale mask per style image over that style image: the region whose style is"
+        " taken (default: all of it)",
     )
     pooling: Literal["avg", "max"] = _option(
         "avg", "the paper replaces max by average pooling for synthesis"
@@ -185,11 +205,15 @@ class StyleOptions:
             raise OptionError(f"optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.pooling not in ("avg", "max"):
             raise OptionError(f"pooling must be 'avg' or 'max', not '{self.pooling}'")
-        if self.preserve_colors not in ("none", "luminance", "histogram"):
+        if self.preserve_colors not in ("none", "luminance", "luminance-swap", "histogram"):
             raise OptionError(
-                "preserve_colors must be 'none', 'luminance' or 'histogram',"
+                "preserve_colors must be 'none', 'luminance', 'luminance-swap' or 'histogram',"
                 f" not '{self.preserve_colors}'"
             )
+        for name in ("masks", "style_masks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, (str, bytes)) or len(value) == 0):
+                raise OptionError(f"{name} must be a list with one mask per style image")
         for name in ("learning_rate", "style_scale"):
             value = getattr(self, name)
             if value is not None and not _finite_number(value, positive=True):
@@ -203,17 +227,26 @@ class StyleOptions:
             value = getattr(self, name)
             if value is not None and not _finite_number(value):
                 raise OptionError(f"{name} must be a finite number ≥ 0, got {value!r}")
-        for name in ("content_layers", "style_layers"):
-            for layer, weight in getattr(self, name).items():
-                if not _finite_number(weight):
-                    raise OptionError(
-                        f"{name}: the weight of {layer} must be a finite number ≥ 0, got {weight!r}"
-                    )
-        if not self.content_layers and not self.style_layers:
+        if isinstance(self.style_layers, (list, tuple)):
+            if not self.style_layers or not all(isinstance(d, dict) for d in self.style_layers):
+                raise OptionError("style_layers must be one set of layers, or one per style image")
+            self.style_layers = [dict(layers) for layers in self.style_layers]
+        for name, sets in (
+            ("content_layers", [self.content_layers]),
+            ("style_layers", self.style_layer_sets()),
+        ):
+            for layers in sets:
+                for layer, weight in layers.items():
+                    if not _finite_number(weight):
+                        raise OptionError(
+                            f"{name}: the weight of {layer} must be a finite number ≥ 0,"
+                            f" got {weight!r}"
+                        )
+        if not self.content_layers and not self.style_layer_names():
             raise OptionError("no content and no style layers: nothing to optimise")
         content_total = self.content_weight * sum(self.content_layers.values())
         style_total = (1.0 if self.style_weight is None else self.style_weight) * sum(
-            self.style_layers.values()
+            sum(layers.values()) for layers in self.style_layer_sets()
         )
         if content_total == 0 and style_total == 0:
             raise OptionError("every content and style weight is 0: nothing to optimise")
@@ -226,6 +259,29 @@ class StyleOptions:
                     raise OptionError(
                         f"style blend weights must be finite numbers ≥ 0, got {weight!r}"
                     )
+
+    def style_layer_sets(self) -> list[dict[str, float]]:
+        """The style layers as given: one set (for every style image) or one per style image."""
+        if isinstance(self.style_layers, dict):
+            return [self.style_layers]
+        return list(self.style_layers)
+
+    def style_layer_names(self) -> list[str]:
+        """Every style layer any style image uses, in order of first mention."""
+        return list(dict.fromkeys(name for layers in self.style_layer_sets() for name in layers))
+
+    def style_layers_per_style(self, count: int) -> list[dict[str, float]]:
+        """The style layers of each of ``count`` style images; an :class:`OptionError` if one
+        set per style image was given for another number of them."""
+        sets = self.style_layer_sets()
+        if isinstance(self.style_layers, dict):
+            return sets * count
+        if len(sets) != count:
+            raise OptionError(
+                f"{len(sets)} sets of style layers for {count} style image"
+                f"{'s' if count != 1 else ''}: give one set for all, or one per style image"
+            )
+        return sets
 
     def step_size(self) -> float:
         """The learning rate with its per-optimiser default filled in."""

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 
 import torch
 
-from normstyle.errors import OptionError
+from normstyle.errors import InputError, OptionError
 from normstyle.nets.preprocessing import Preprocessing
 from normstyle.nets.vgg import VGG
 from normstyle.runtime.precision import Runtime, resolve_runtime
-from normstyle.style.losses import GatysLoss, scaled_gram
+from normstyle.style.guidance import layer_position_weights
+from normstyle.style.losses import GatysLoss, StyleRegion, region_gram, scaled_gram
 from normstyle.style.options import StyleOptions
 from normstyle.style.precision import network_features
 
@@ -47,36 +48,84 @@ def build_loss(
     blend: Sequence[float],
     options: StyleOptions,
     runtime: Runtime | None = None,
+    masks: Sequence[torch.Tensor] | None = None,
+    style_masks: Sequence[torch.Tensor | None] | None = None,
 ) -> GatysLoss:
     """The Gatys loss with its targets (content features, blended style Grams) computed once,
-    in the runtime's precision, kept in fp32."""
+    in the runtime's precision, kept in fp32.
+
+    ``masks`` (spatial control): one guidance mask per style image, (1, 1, H, W) at the content
+    image's size; each style then has its own region and guided Grams (see
+    :mod:`normstyle.style.guidance`). ``style_masks``: per style image, a mask at its own size
+    (or None) that restricts its Gram to that region.
+    """
     runtime = runtime or resolve_runtime("cpu", "fp32")
-    layers = list(dict.fromkeys([*options.content_layers, *options.style_layers]))
+    per_style = options.style_layers_per_style(len(style_rgbs))
+    style_layers = options.style_layer_names()
+    layers = list(dict.fromkeys([*options.content_layers, *style_layers]))
     # The output has the content image's size: its features tell each layer's M = H·W.
     content_x = prep.from_rgb(content_rgb).to(runtime.device)
     content_features = {
         k: v.float() for k, v in network_features(model, content_x, layers, runtime).items()
     }
     positions = {name: f.shape[2] * f.shape[3] for name, f in content_features.items()}
-    # Several styles: the target is the blend of their Grams. With weights summing to 1 this has
-    # the same gradient as the weighted sum of separate style losses, at the cost of one.
-    grams: dict[str, torch.Tensor] = {}
-    for weight, style_rgb in zip(blend, style_rgbs):
+    style_masks = style_masks if style_masks is not None else [None] * len(style_rgbs)
+    # Per style image and layer, its Gram per position: G / M, or on its region G_T / Σ t.
+    style_grams: list[dict[str, torch.Tensor]] = []
+    for number, (style_rgb, used, mask) in enumerate(zip(style_rgbs, per_style, style_masks), 1):
         style_x = prep.from_rgb(style_rgb).to(runtime.device)
-        features = network_features(model, style_x, list(options.style_layers), runtime)
-        for name, value in features.items():
-            gram = weight * scaled_gram(value.float(), positions[name])
-            grams[name] = grams[name] + gram if name in grams else gram
+        features = network_features(model, style_x, list(used), runtime)
+        if mask is None:
+            style_grams.append({k: scaled_gram(v.float(), 1) for k, v in features.items()})
+            continue
+        weights = layer_position_weights(model, mask.to(runtime.device), used)
+        for name, value in weights.items():
+            if float(value.sum()) <= 0:
+                raise InputError(
+                    f"style mask {number} selects too few pixels to reach {name}: make its"
+                    " region larger"
+                )
+        style_grams.append(
+            {k: region_gram(v.float(), weights[k], 1.0) for k, v in features.items()}
+        )
+
     style_weight = options.style_weight
     if style_weight is None:
         values = sum(w * content_features[n][0].numel() for n, w in options.content_layers.items())
         style_weight = STYLE_WEIGHT_PER_CONTENT_VALUE * max(values, 1.0)
-    return GatysLoss(
-        content_targets={name: content_features[name] for name in options.content_layers},
-        style_grams=grams,
+    content_targets = {name: content_features[name] for name in options.content_layers}
+    common = dict(
+        content_targets=content_targets,
         content_layers=options.content_layers,
-        style_layers=options.style_layers,
         content_weight=options.content_weight,
         style_weight=style_weight,
         tv_weight=options.tv_weight,
+    )
+    if masks is not None:
+        # One region per style image; its strength is its blend weight, scaled so that equal
+        # weights give each region the full strength of a whole-image style.
+        regions = []
+        for weight, grams, used, mask in zip(blend, style_grams, per_style, masks):
+            guide = layer_position_weights(model, mask.to(runtime.device), used)
+            targets = {name: grams[name] * float(guide[name].sum()) for name in used}
+            regions.append(StyleRegion(targets, dict(used), guide, weight * len(style_rgbs)))
+        return GatysLoss(style_grams={}, style_layers={}, regions=regions, **common)
+    # Several styles: the target is the blend of their Grams. With weights summing to 1 this has
+    # the same gradient as the weighted sum of separate style losses, at the cost of one. With
+    # one set of layers per style image (scale control), a layer blends the styles that use it,
+    # and its weight w_l is their blend of the weights given for it.
+    blended: dict[str, torch.Tensor] = {}
+    layer_weights: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    for weight, grams, used in zip(blend, style_grams, per_style):
+        for name, layer_weight in used.items():
+            value = weight * grams[name] * positions[name]
+            blended[name] = blended[name] + value if name in blended else value
+            layer_weights[name] = layer_weights.get(name, 0.0) + weight * layer_weight
+            totals[name] = totals.get(name, 0.0) + weight
+    kept = [name for name in style_layers if totals.get(name, 0.0) > 0]
+    return GatysLoss(
+        style_grams={name: blended[name] / totals[name] for name in kept},
+        style_layers={name: layer_weights[name] / totals[name] for name in kept},
+        **common,
     )

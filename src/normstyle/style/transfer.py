@@ -33,7 +33,14 @@ from normstyle.runtime.convolutions import (
     prepare_winograd,
 )
 from normstyle.runtime.precision import Runtime, resolve_runtime
-from normstyle.style.color import keep_luminance, match_color_histogram
+from normstyle.style.color import (
+    grey_projection,
+    keep_luminance,
+    luminance_image,
+    match_color_histogram,
+    matched_luminance,
+)
+from normstyle.style.guidance import check_mask_count, decoded_mask, resized_mask
 from normstyle.style.initial import initial_image
 from normstyle.style.intermediates import intermediate_saver
 from normstyle.style.levels import plan_levels
@@ -97,10 +104,15 @@ def run(
     content = decoded(content)
     styles = [decoded(s) for s in styles]
     init = options.init if options.init in ("noise", "content") else decoded(options.init)
+    check_mask_count(options.masks, len(styles), "masks")
+    check_mask_count(options.style_masks, len(styles), "style masks")
+    masks = _decoded_masks(options.masks, "mask")
+    style_masks = _decoded_masks(options.style_masks, "style mask")
 
     weights = for_stylization(options.weights, options.normalize)
     layer_names = vgg_layer_names(weights.arch)
-    check_names([*options.content_layers, *options.style_layers], layer_names)
+    options.style_layers_per_style(len(styles))  # one set, or one per style image
+    check_names([*options.content_layers, *options.style_layer_names()], layer_names)
     # Every level's images are checked (size, memory) before the network is built.
     names = [_name(content_source, "the content image")] + [
         _name(source, "the style image" if len(styles) == 1 else f"style image {number}")
@@ -121,10 +133,11 @@ def run(
     if timed_precision:
         width, height = scaled_size(image_size(content), long_side=levels[-1].long_side)
         example = torch.zeros(1, 3, height, width).contiguous(memory_format=runtime.memory_format)
-        used = [*options.content_layers, *options.style_layers]
+        used = [*options.content_layers, *options.style_layer_names()]
         precision = fastest_precision(model, example, used, options.convolution)
         runtime = Runtime(runtime.device, precision)
 
+    luminance_only = options.preserve_colors == "luminance"
     x: torch.Tensor | None = None
     losses: list[float] = []
     events: list[str] = []
@@ -136,9 +149,35 @@ def run(
         style_rgbs = [as_tensor(fit(s, long_side=level.style_long_side)) for s in styles]
         if options.preserve_colors == "histogram":
             style_rgbs = [match_color_histogram(s, content_rgb) for s in style_rgbs]
-        loss = build_loss(model, prep, content_rgb, style_rgbs, blend, options, runtime)
+        network_content = content_rgb
+        if luminance_only:  # §5.1: the transfer runs on luminance images
+            style_rgbs = [matched_luminance(s, content_rgb) for s in style_rgbs]
+            network_content = luminance_image(content_rgb)
+        height, width = content_rgb.shape[2:]
+        level_masks = None if masks is None else [resized_mask(m, (width, height)) for m in masks]
+        level_style_masks = (
+            None
+            if style_masks is None
+            else [
+                resized_mask(m, (s.shape[3], s.shape[2])) if m is not None else None
+                for m, s in zip(style_masks, style_rgbs)
+            ]
+        )
+        loss = build_loss(
+            model,
+            prep,
+            network_content,
+            style_rgbs,
+            blend,
+            options,
+            runtime,
+            masks=level_masks,
+            style_masks=level_style_masks,
+        )
         if x is None:
             start = initial_image(init, content_rgb, prep, seed)
+            if luminance_only:
+                start = prep.from_rgb(luminance_image(prep.to_rgb(start)))
         else:  # coarse-to-fine: the previous level's result, upsampled, is this level's start
             # Torch's bicubic, not io.resize's Lanczos: this upsamples the optimised image
             # itself, in network space on the run's device, between two levels of one run.
@@ -159,6 +198,7 @@ def run(
             runtime,
             callbacks,
             rule,
+            project=grey_projection(prep.scale, prep.std) if luminance_only else None,
         )
         x, terms = result.x, result.extra
         losses += result.losses
@@ -170,7 +210,8 @@ def run(
 
     x = x.float().cpu()
     rgb = prep.to_rgb(x).clamp(0, 1)
-    if options.preserve_colors == "luminance":
+    if options.preserve_colors in ("luminance", "luminance-swap"):
+        # The content's chrominance back: after §5.1's grey transfer, or on a colour one.
         rgb = keep_luminance(rgb, content_rgb)  # the last level's: options.long_side
     final = {"total": float(terms.total)}
     final |= {f"content/{k}": float(v) for k, v in terms.content.items()}
@@ -207,6 +248,16 @@ def _choose_convolutions(
         ratios = "  ".join(f"{t.name} {t.direct / t.winograd:.2f}×" for t in timings)
         tqdm.write(f"Winograd/direct speed per conv: {ratios}")
         tqdm.write(f"Winograd for: {', '.join(chosen) or 'none'}")
+
+
+def _decoded_masks(sources: Sequence[Any] | None, role: str) -> list[Any] | None:
+    """Each mask decoded once (a None entry, for a style mask, means "all of it")."""
+    if sources is None:
+        return None
+    return [
+        None if source is None else decoded_mask(source, f"{role} {number}")
+        for number, source in enumerate(sources, start=1)
+    ]
 
 
 def _name(source: object, role: str) -> str:
