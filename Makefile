@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 lint gallery bench tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 lint gallery bench bench-large tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ side-by-side: $(STAMP)
 
 bench-iterations: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_stylize.py
+
+# Peak memory and time per iteration at 1024, 2048 and 4096 px, in tiles and in one piece.
+bench-large: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_large.py
 
 bench-normalize: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_normalize.py

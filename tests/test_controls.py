@@ -332,3 +332,77 @@ def test_vgg_masks_are_per_layer_at_the_feature_maps_size() -> None:
         features = model(x, names)
     for name in names:
         assert weights[name].shape[2:] == features[name].shape[2:]
+
+
+# --- found in review ------------------------------------------------------------------------
+
+
+def test_a_white_shape_on_a_transparent_background_selects_the_shape(tmp_path: Path) -> None:
+    rgba = np.zeros((6, 8, 4), dtype=np.uint8)
+    rgba[:, :3] = (255, 255, 255, 255)  # opaque white on the left, transparent elsewhere
+    path = tmp_path / "mask.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    expected = np.zeros((6, 8), np.float32)
+    expected[:, :3] = 1.0
+    for source in (path, Image.open(path)):
+        np.testing.assert_allclose(decoded_mask(source), expected, atol=1e-6)
+
+
+def test_sixteen_bit_and_float_masks_read_alike_from_a_file_and_as_pil_images(
+    tmp_path: Path,
+) -> None:
+    values = np.full((4, 5), 32768, dtype=np.uint16)
+    values[:, :2] = 0
+    path = tmp_path / "m16.png"
+    Image.fromarray(values).save(path)
+    from_file = decoded_mask(path)
+    np.testing.assert_allclose(decoded_mask(Image.open(path)), from_file, atol=1e-6)
+    assert abs(float(from_file[0, 4]) - 0.5) < 0.01 and float(from_file[0, 0]) == 0.0
+    floats = Image.fromarray(np.full((4, 5), 0.5, dtype=np.float32), mode="F")
+    assert abs(float(decoded_mask(floats).mean()) - 0.5) < 0.01
+
+
+def test_odd_mask_values_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"\(H, W\), \(1, H, W\) or \(3, H, W\)"):
+        decoded_mask(torch.rand(2, 5, 5))
+    with pytest.raises(OptionError, match="masks must be a list"):
+        StyleOptions(masks=tmp_path / "m.png")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="--paper uses the paper's style layers"):
+        StyleOptions(paper=True, style_layers=[{"relu1_1": 1.0}, {"relu2_1": 1.0}])
+
+
+def test_style_layers_repeat_per_style_and_never_swallow_a_style_image(tmp_path: Path) -> None:
+    from normstyle.cli import make_parser
+
+    parser = make_parser()
+    once = parser.parse_args(
+        ["stylize", "c.png", "--style-layers", "relu1_1", "s.png", "-o", "o.png"]
+    )
+    assert once.styles == ["s.png"] and once.style_layers == [{"relu1_1": 1.0}]
+    argv = ["stylize", "c.png", "a.png", "b.png", "--style-layers", "relu1_1,relu2_1"]
+    twice = parser.parse_args([*argv, "--style-layers", "relu3_1", "-o", "o.png"])
+    assert twice.styles == ["a.png", "b.png"]
+    assert twice.style_layers == [{"relu1_1": 0.5, "relu2_1": 0.5}, {"relu3_1": 1.0}]
+
+
+def test_adam_steps_stay_grey_under_the_grey_projection() -> None:
+    """Adam rescales each value of its step: the step itself is projected, so an image that
+    starts grey stays grey under torchvision's per-channel scaling too."""
+    from normstyle.style.optimizer import Adam, minimize
+
+    project = grey_projection(TORCHVISION.scale, TORCHVISION.std)
+    start = TORCHVISION.from_rgb(luminance_image(_images(9, count=1)[0].float()))
+    target = torch.randn_like(start)
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        value = ((x - target) ** 4).sum()
+        grad = project(4 * (x - target) ** 3) if need_grad else None
+        return value, grad, None
+
+    result = minimize(
+        objective, start, 60, Adam(pixel_unit=0.01, learning_rate=5.0), project=project
+    )
+    rgb = TORCHVISION.to_rgb(result.x)
+    assert float((rgb[:, 0] - rgb[:, 1]).abs().max()) < 1e-5
+    assert float((rgb[:, 0] - rgb[:, 2]).abs().max()) < 1e-5
+    assert result.loss < float(objective(start, False)[0])

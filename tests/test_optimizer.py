@@ -111,6 +111,28 @@ def test_negative_curvature_is_dropped_and_never_followed_by_a_raw_gradient_step
     assert torch.allclose(result.x.abs(), torch.ones(16, dtype=torch.float64), atol=1e-3)
 
 
+def test_steepest_steps_double_while_curvature_pairs_are_dropped() -> None:
+    """On a concave loss every pair fails y·s > 0: each next step moves the largest pixel
+    twice as far as the last (1, 2, 4 … grey levels), up to MAX_STEEPEST, not one grey level
+    forever; a reset starts again at one."""
+    from normstyle.style.optimizer import MAX_STEEPEST
+
+    lbfgs = LBFGS(pixel_unit=UNIT)
+    x = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    moves = []
+    for _ in range(10):
+        grad = -2.0 * x  # f = −|x|²: concave everywhere
+        step = lbfgs.step(x, grad)
+        moves.append(float((step - x).abs().max()))
+        x = step
+    assert lbfgs.skipped_pairs == 9 and not lbfgs.pairs
+    expected = [min(2.0**k, MAX_STEEPEST) for k in range(10)]
+    assert moves == pytest.approx(expected, rel=1e-12)
+    lbfgs.reset()
+    step = lbfgs.step(x, -2.0 * x)
+    assert float((step - x).abs().max()) == pytest.approx(1.0)
+
+
 def test_a_non_finite_loss_at_step_k_is_rejected_and_the_last_good_image_kept(caplog) -> None:
     inner, _, _ = quadratic()
     evaluations = []

@@ -64,9 +64,13 @@ _PARSERS: dict[str, Any] = {
     "coarse_iterations": _non_negative_int,
     "masks": str,
     "style_masks": str,
+    "max_memory": str,
+    "tile": positive_int,
 }
-# Options that take one value per style image (or, for --style-layers, one for all).
-_PER_STYLE = {"masks", "style_masks", "style_layers"}
+# Options that take one value per style image: the masks after the flag, the style layers by
+# repeating it (a list after the flag would swallow the style images that follow it).
+_PER_STYLE = {"masks", "style_masks"}
+_REPEATED = {"style_layers"}
 _GROUPS = {
     "output": ("long_side", "iterations", "seed", "save_every", "progress", "verbose"),
     "loss": (
@@ -81,6 +85,7 @@ _GROUPS = {
     "artist controls (Gatys et al. 2017)": ("masks", "style_masks", "preserve_colors"),
     "optimisation": ("optimizer", "learning_rate", "init", "scales", "coarse_iterations", "paper"),
     "network": ("weights", "normalize", "pooling", "device", "precision", "convolution"),
+    "memory": ("max_memory", "tile"),
 }
 
 
@@ -134,8 +139,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                 kwargs["type"] = _PARSERS[name]
             if name in _PER_STYLE:
                 kwargs["nargs"] = "+"
-                kwargs["metavar"] = "MASK" if "mask" in name else "LAYERS"
+                kwargs["metavar"] = "MASK"
+            if name in _REPEATED:
+                kwargs["action"] = "append"
+                kwargs["metavar"] = "LAYERS"
+                help_text += " (repeat the option: once per style image, in their order)"
             shown = "" if default is None else _show(default)
+            help_text = help_text.replace("%", "%%")  # argparse formats help with %
             group.add_argument(
                 flag, help=f"{help_text}" + (f" [{shown}]" if shown else ""), **kwargs
             )
@@ -188,7 +198,8 @@ def handle(args: argparse.Namespace) -> int:
     width, height = result.image.size
     say(
         f"wrote {output} ({width}×{height}, {len(result.losses)} iterations,"
-        f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
+        + (f" in {result.tiles}," if result.tiles else "")
+        + f" {result.runtime}, {result.seconds:.1f} s, seed {result.seed},"
         f" loss {result.final['total']:.4g})"
     )
     if result.events:

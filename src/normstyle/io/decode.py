@@ -41,8 +41,17 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 
 
-def read_image(source: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read an image file (or ``builtin:NAME``) as an upright 8-bit RGB image.
+WHITE = (255, 255, 255)
+
+
+def read_image(
+    source: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = WHITE,
+) -> Image.Image:
+    """Read an image file (or ``builtin:NAME``) as an upright 8-bit RGB image, transparent
+    pixels composited over ``background`` (white: a picture; black: a mask, whose transparent
+    part selects nothing).
 
     Raises :class:`InputError` with a one-line message for a missing file, a directory, anything
     that is not a regular file (a fifo, a device: refused without blocking on it), a file that is
@@ -57,7 +66,7 @@ def read_image(source: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
     path = Path(source)
     try:
         with open_regular_file(path) as handle:
-            return _decode(handle, path, max_pixels)
+            return _decode(handle, path, max_pixels, background)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError:
@@ -68,7 +77,9 @@ def read_image(source: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
         raise InputError(f"{path}: cannot decode image ({_one_line(error)})") from None
 
 
-def _decode(handle: IO[bytes], path: Path, max_pixels: int) -> Image.Image:
+def _decode(
+    handle: IO[bytes], path: Path, max_pixels: int, background: tuple[int, int, int]
+) -> Image.Image:
     with warnings.catch_warnings():
         # A corrupt EXIF block (seen in ImageNet files) only costs the orientation tag; Pillow's
         # TIFF parser warns about it while the file is opened and read. Nothing else is hidden.
@@ -82,14 +93,15 @@ def _decode(handle: IO[bytes], path: Path, max_pixels: int) -> Image.Image:
             if width == 0 or height == 0:
                 raise InputError(f"{path}: the image has no pixels ({width}×{height})")
             image.seek(0)  # animated GIF/WebP/TIFF: the first frame
-            return to_rgb(ImageOps.exif_transpose(image))
+            return to_rgb(ImageOps.exif_transpose(image), background)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
-    Transparent pixels are composited over white; 16-bit and float greyscale are rescaled (not
-    clipped) to 8 bits; CMYK, palette and the rest use Pillow's conversions.
+    Transparent pixels are composited over ``background`` (white by default); 16-bit and float
+    greyscale are rescaled (not clipped) to 8 bits; CMYK, palette and the rest use Pillow's
+    conversions.
     """
     mode = image.mode
     if mode == "RGB":
@@ -109,8 +121,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image, mode = image.convert("RGBA"), "RGBA"
     if mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        under = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(under, rgba).convert("RGB")
     return image.convert("RGB")
 
 
@@ -126,16 +138,17 @@ ACCEPTED = (
 RGB = np.ndarray  # float32 (H, W, 3) in [0, 1]: every decoded image
 
 
-def decoded(source: ImageSource) -> RGB:
+def decoded(source: ImageSource, background: tuple[int, int, int] = WHITE) -> RGB:
     """Any accepted image source as a float32 RGB array (H, W, 3) in [0, 1]: files are read,
-    PIL images converted, arrays and tensors checked (never quantised to 8 bits). Raises
-    :class:`TypeError` for an unsupported type and :class:`InputError` for an unusable value."""
+    PIL images converted (transparency over ``background``), arrays and tensors checked (never
+    quantised to 8 bits). Raises :class:`TypeError` for an unsupported type and
+    :class:`InputError` for an unusable value."""
     if isinstance(source, (str, os.PathLike)):
-        return image_to_array(read_image(source))
+        return image_to_array(read_image(source, background=background))
     if isinstance(source, Image.Image):
         if source.width == 0 or source.height == 0:
             raise InputError(f"the image has no pixels ({source.width}×{source.height})")
-        return image_to_array(to_rgb(source))
+        return image_to_array(to_rgb(source, background))
     if isinstance(source, np.ndarray):
         return _checked_array(source)
     if isinstance(source, torch.Tensor):

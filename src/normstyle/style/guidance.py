@@ -42,18 +42,24 @@ Mask = np.ndarray  # float32 (H, W) in [0, 1]
 
 
 def decoded_mask(source: ImageSource, role: str = "the mask") -> Mask:
-    """Any image source as a greyscale mask, float32 (H, W) in [0, 1] (white: the region).
-    Tensors and arrays may also be (H, W) or (1, H, W). Raises :class:`InputError` for an
-    unreadable file, values outside [0, 1], or a mask that selects no pixel at all."""
+    """Any image source as a greyscale mask, float32 (H, W) in [0, 1] (white: the region; a
+    transparent pixel counts as black, so a white shape on a transparent background selects the
+    shape). Tensors and arrays may also be (H, W) or (1, H, W). Raises :class:`InputError` for
+    an unreadable file, values outside [0, 1], or a mask that selects no pixel at all."""
     if isinstance(source, torch.Tensor) and source.dim() in (2, 3) and source.shape[0] != 3:
+        if source.dim() == 3 and source.shape[0] != 1:
+            raise InputError(
+                f"{role}: a mask tensor must be (H, W), (1, H, W) or (3, H, W), got"
+                f" {tuple(source.shape)}"
+            )
         plane = source.detach().float().cpu().reshape(source.shape[-2:])
         source = plane.expand(3, *plane.shape)
     elif isinstance(source, np.ndarray) and source.ndim == 3 and source.shape[0] == 1:
         source = source[0]
-    elif isinstance(source, Image.Image) and source.mode in ("1", "L", "I", "F", "I;16"):
+    elif isinstance(source, Image.Image) and source.mode == "1":
         source = source.convert("L")
     try:
-        rgb = decoded(source)
+        rgb = decoded(source, background=(0, 0, 0))
     except InputError as error:  # its message names the file, where there is one
         raise InputError(f"{role}: {error}") from None
     mask = np.ascontiguousarray(rgb @ _LUMA, dtype=np.float32).clip(0.0, 1.0)

@@ -4,7 +4,7 @@ where ``save_every`` writes, and the callback that does."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from normstyle.errors import OptionError
 from normstyle.io.builtin import is_builtin
 from normstyle.io.files import check_target, same_file
 from normstyle.io.save import check_output_path, save_image
+from normstyle.io.tensors import rgb_to_image
 from normstyle.nets.preprocessing import Preprocessing
 from normstyle.style.loop import StepCallback
 from normstyle.style.losses import LossTerms
@@ -59,7 +60,10 @@ def intermediate_saver(
     output: str | Path | None,
     offset: int = 0,
     written: list[Path] | None = None,
+    recolour: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StepCallback | None:
+    """The callback that writes every ``save_every``-th image next to ``output`` (None if none
+    is asked for); ``recolour`` maps its RGB as the final image's is (colour control)."""
     if not options.save_every or output is None:
         return None
     paths = {
@@ -69,7 +73,11 @@ def intermediate_saver(
     def save(iteration: int, x: torch.Tensor, _terms: LossTerms) -> None:
         path = paths.get(offset + iteration)
         if path is not None:
-            save_image(prep.tensor_to_image(x.float().cpu()), path)
+            image = x.float().cpu()
+            if recolour is None:
+                save_image(prep.tensor_to_image(image), path)
+            else:
+                save_image(rgb_to_image(recolour(prep.to_rgb(image).clamp(0, 1))), path)
             if written is not None:
                 written.append(path)
 

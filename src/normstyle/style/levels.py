@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from normstyle.errors import OptionError
 from normstyle.io.decode import RGB, image_size
 from normstyle.io.resize import scaled_size
-from normstyle.runtime.memory import check_fits, stylization_bytes
+from normstyle.runtime.memory import memory_budget, plan_level_memory
 from normstyle.runtime.precision import Runtime
+from normstyle.style.bands import network_geometry
 from normstyle.style.optimizer import LBFGS_HISTORY
 from normstyle.style.options import StyleOptions
 
@@ -24,6 +25,8 @@ class Level:
     style_long_side: int
     iterations: int  # exactly, or at most where ``auto``
     auto: bool = False  # the stopping rule may end the level sooner
+    history: int = LBFGS_HISTORY  # L-BFGS curvature pairs kept (fewer where memory is short)
+    tile: tuple[int, int] | None = None  # own (rows, columns) of each tile, where tiled
 
 
 def min_input_side(layer_names: Sequence[str], used: Iterable[str]) -> int:
@@ -40,9 +43,12 @@ def plan_levels(
     layer_names: Sequence[str],
     runtime: Runtime | None = None,
     names: Sequence[str] | None = None,
+    arch: str = "vgg19",
 ) -> list[Level]:
     """The levels of a run, each checked before any work: every image's short side at every
-    level reaches the deepest layer used, and (on the CPU) each level fits in memory.
+    level reaches the deepest layer used, and (on the CPU) each level fits in the memory budget
+    (``--max-memory``): where the whole image does not, with a shorter L-BFGS history and in
+    bands (see :func:`normstyle.runtime.memory.plan_level_memory`); ``--tile`` forces bands.
 
     ``names``: how messages call the content and style images (default: by role). Raises
     :class:`OptionError` naming the image, the level and the option to change.
@@ -52,7 +58,10 @@ def plan_levels(
             "the style image" if len(styles) == 1 else f"style image {n}"
             for n in range(1, len(styles) + 1)
         ]
-    minimum = min_input_side(layer_names, [*options.content_layers, *options.style_layer_names()])
+    used = [*options.content_layers, *options.style_layer_names()]
+    minimum = min_input_side(layer_names, used)
+    geometry = network_geometry(arch, options.pooling, used)
+    budget = memory_budget(options.max_memory_bytes())
     levels = []
     count = options.level_count()
     for index, (size, (iterations, auto)) in enumerate(
@@ -80,12 +89,28 @@ def plan_levels(
                     f" --style-scale) of {needed} px or more"
                 )
             target_pixels = max(target_pixels, style_width * style_height)
+        history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
+        tile = None
         if runtime is None or runtime.device.type == "cpu":  # the model is of host memory
             precision = runtime.precision if runtime is not None else "fp32"
-            history = min(iterations, LBFGS_HISTORY) if options.optimizer == "lbfgs" else 2
-            needed_bytes = stylization_bytes(width * height, target_pixels, history, precision)
-            check_fits(needed_bytes, f"a {width}×{height} px output" + where)
-        levels.append(Level(size, style_size, iterations, auto))
+            plan = plan_level_memory(
+                width,
+                height,
+                target_pixels,
+                history,
+                precision,
+                budget,
+                geometry.stride,
+                geometry.halo,
+                options.tile,
+                f"a {width}×{height} px output" + where,
+            )
+            if options.optimizer == "lbfgs":
+                history = plan.history
+            tile = plan.tile
+        elif options.tile is not None and (options.tile < height or options.tile < width):
+            tile = (min(options.tile, height), min(options.tile, width))
+        levels.append(Level(size, style_size, iterations, auto, history, tile))
     return levels
 
 

@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 from normstyle.nets.preprocessing import Preprocessing
 from normstyle.nets.vgg import VGG
 from normstyle.runtime.precision import Runtime
+from normstyle.style.banded import banded_backward, banded_grams
+from normstyle.style.bands import BandLayout, feature_sizes
 from normstyle.style.losses import GatysLoss, LossTerms
 from normstyle.style.optimizer import (
     LBFGS,
@@ -39,21 +41,34 @@ def optimize(
     callbacks: Sequence[StepCallback] = (),
     finished: StoppingRule | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    history: int = LBFGS_HISTORY,
+    bands: BandLayout | None = None,
 ) -> Minimized:
     """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
     evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`), or
     fewer where the stopping rule ``finished`` ends the run. ``project``, if given, maps each
     pixel gradient onto the directions the image may move in (the luminance-only transfer's grey
-    images); ``start`` must lie in that set.
+    images); ``start`` must lie in that set. ``history``: L-BFGS curvature pairs kept.
+    ``bands``: evaluate the loss and its gradient band by band (exactly the same numbers; see
+    :mod:`normstyle.style.banded`).
 
     Returns the best image found (``.x``, fp32 in network input space), its loss terms
     (``.extra``), the loss after each iteration and what the guard did.
     """
     scale = GradientScale()
 
+    sizes = None if bands is None else feature_sizes(model, loss.layers, *start.shape[2:])
+
     def objective(
         x: torch.Tensor, need_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, LossTerms]:
+        if bands is not None and sizes is not None:
+            if not need_grad:
+                terms = banded_grams(model, loss, x, runtime, bands, sizes)[0]
+                return terms.total, None, terms
+            terms, grad = banded_backward(model, loss, x, runtime, bands, sizes, scale)
+            grad = grad if project is None else project(grad)
+            return terms.total.detach(), grad, terms.detach()
         if not need_grad:
             terms = evaluate(model, loss, x, runtime)
             return terms.total.detach(), None, terms
@@ -64,14 +79,15 @@ def optimize(
 
     if options.optimizer == "lbfgs":
         # No line search, one evaluation per iteration (see style/optimizer.py).
-        stepper: PixelOptimizer = LBFGS(prep.pixel_unit, options.step_size(), LBFGS_HISTORY)
+        stepper: PixelOptimizer = LBFGS(prep.pixel_unit, options.step_size(), history)
     else:
         stepper = Adam(prep.pixel_unit, options.step_size())
 
     report_every = max(1, iterations // 10)
+    where = "" if bands is None else f" in {len(bands.bands)} bands"
     with tqdm(
         total=iterations,
-        desc=f"stylize {tuple(start.shape[2:])}",
+        desc=f"stylize {tuple(start.shape[2:])}{where}",
         unit="it",
         disable=None if options.progress else True,  # None: only where stderr is a terminal
         dynamic_ncols=True,
@@ -96,6 +112,7 @@ def optimize(
             on_iteration,
             finished=finished,
             bounds=(torch.minimum(low, high), torch.maximum(low, high)),
+            project=project,
         )
         if result.finished:  # the bar ends where the run did, not at its cap
             bar.total = len(result.losses)

@@ -128,7 +128,7 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dy.square().sum() + dx.square().sum()
 
 
-def _full_precision(x: torch.Tensor) -> torch.Tensor:
+def full_precision(x: torch.Tensor) -> torch.Tensor:
     """Half-precision features are promoted to float32 for the loss; float64 stays float64."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -233,7 +233,7 @@ class GatysLoss:
     def _style_terms(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.regions:
             return {
-                name: style_layer_loss(_full_precision(features[name]), self.style_grams[name])
+                name: style_layer_loss(full_precision(features[name]), self.style_grams[name])
                 for name in self.style_layers
             }
         sums: dict[str, torch.Tensor] = {}
@@ -242,7 +242,7 @@ class GatysLoss:
                 if factor == 0:  # a region with no positions left at this layer
                     continue
                 value = factor * style_layer_loss(
-                    _full_precision(features[name]),
+                    full_precision(features[name]),
                     region.grams[name],
                     region.position_weights[name],
                 )
@@ -255,7 +255,7 @@ class GatysLoss:
 
     def __call__(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> LossTerms:
         content = {
-            name: content_loss(_full_precision(features[name]), self.content_targets[name])
+            name: content_loss(full_precision(features[name]), self.content_targets[name])
             for name in self.content_layers
         }
         style = self._style_terms(features)

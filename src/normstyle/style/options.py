@@ -154,6 +154,17 @@ class StyleOptions:
         " the faster on this machine: each layer shape timed once and remembered in"
         " $NORMSTYLE_CACHE, see the README) or measure (timed afresh)",
     )
+    max_memory: str | float | None = _option(
+        None,
+        "memory a run may use, e.g. 8G or 512M (default: 6 GB, or 80% of the memory available"
+        " if less); an image that does not fit runs with a shorter L-BFGS history and in bands"
+        " of rows, with exactly the same loss",
+    )
+    tile: int | None = _option(
+        None,
+        "run the image in bands of this many rows (plus halos), whatever the memory (for"
+        " experts; default: bands only where the image does not fit --max-memory)",
+    )
     seed: int | None = _option(None, "random seed; by default a random one, reported")
     save_every: int = _option(0, "write an intermediate image every N iterations (0: never)")
     progress: bool = _option(True, "show a progress bar with the loss")
@@ -165,6 +176,11 @@ class StyleOptions:
     )
 
     def __post_init__(self) -> None:
+        if self.paper and isinstance(self.style_layers, (list, tuple)):
+            raise OptionError(
+                "--paper uses the paper's style layers for every style image: it cannot be"
+                " combined with one set of style layers per style image"
+            )
         if self.paper:  # Gatys et al. 2016, §3 and Fig. 2, as printed
             self.init = "noise"
             self.scales = 1
@@ -187,6 +203,11 @@ class StyleOptions:
             raise OptionError(
                 f"{self.scales} scales from long side {self.long_side}: the coarsest is 0 px"
             )
+        self.max_memory_bytes()
+        if self.tile is not None and (
+            not isinstance(self.tile, int) or isinstance(self.tile, bool) or self.tile <= 0
+        ):
+            raise OptionError(f"tile must be a positive number of rows, got {self.tile!r}")
         for name in ("coarse_iterations", "save_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
@@ -212,8 +233,9 @@ class StyleOptions:
             )
         for name in ("masks", "style_masks"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, (str, bytes)) or len(value) == 0):
+            if value is not None and (not isinstance(value, (list, tuple)) or len(value) == 0):
                 raise OptionError(f"{name} must be a list with one mask per style image")
+
         for name in ("learning_rate", "style_scale"):
             value = getattr(self, name)
             if value is not None and not _finite_number(value, positive=True):
@@ -259,6 +281,14 @@ class StyleOptions:
                     raise OptionError(
                         f"style blend weights must be finite numbers ≥ 0, got {weight!r}"
                     )
+
+    def max_memory_bytes(self) -> float | None:
+        """``max_memory`` in bytes (None: the default budget, see runtime/memory.py)."""
+        if self.max_memory is None:
+            return None
+        from normstyle.runtime.memory import parse_size
+
+        return parse_size(self.max_memory)
 
     def style_layer_sets(self) -> list[dict[str, float]]:
         """The style layers as given: one set (for every style image) or one per style image."""

@@ -11,6 +11,8 @@ from normstyle.errors import InputError, OptionError
 from normstyle.nets.preprocessing import Preprocessing
 from normstyle.nets.vgg import VGG
 from normstyle.runtime.precision import Runtime, resolve_runtime
+from normstyle.style.banded import banded_targets
+from normstyle.style.bands import feature_sizes
 from normstyle.style.guidance import layer_position_weights
 from normstyle.style.losses import GatysLoss, StyleRegion, region_gram, scaled_gram
 from normstyle.style.options import StyleOptions
@@ -50,6 +52,7 @@ def build_loss(
     runtime: Runtime | None = None,
     masks: Sequence[torch.Tensor] | None = None,
     style_masks: Sequence[torch.Tensor | None] | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> GatysLoss:
     """The Gatys loss with its targets (content features, blended style Grams) computed once,
     in the runtime's precision, kept in fp32.
@@ -57,7 +60,9 @@ def build_loss(
     ``masks`` (spatial control): one guidance mask per style image, (1, 1, H, W) at the content
     image's size; each style then has its own region and guided Grams (see
     :mod:`normstyle.style.guidance`). ``style_masks``: per style image, a mask at its own size
-    (or None) that restricts its Gram to that region.
+    (or None) that restricts its Gram to that region. ``tile``: compute the targets in tiles of
+    (about) that many (rows, columns) (exactly the same numbers, in a fraction of the memory; see
+    :mod:`normstyle.style.banded`).
     """
     runtime = runtime or resolve_runtime("cpu", "fp32")
     per_style = options.style_layers_per_style(len(style_rgbs))
@@ -65,29 +70,62 @@ def build_loss(
     layers = list(dict.fromkeys([*options.content_layers, *style_layers]))
     # The output has the content image's size: its features tell each layer's M = H·W.
     content_x = prep.from_rgb(content_rgb).to(runtime.device)
-    content_features = {
-        k: v.float() for k, v in network_features(model, content_x, layers, runtime).items()
-    }
-    positions = {name: f.shape[2] * f.shape[3] for name, f in content_features.items()}
+    sizes = feature_sizes(model, layers, *content_x.shape[2:])
+    positions = {name: height * width for name, (height, width) in sizes.items()}
+    if tile is None:
+        content_features = {
+            k: v.float()
+            for k, v in network_features(
+                model, content_x, list(options.content_layers), runtime
+            ).items()
+        }
+    else:
+        content_features, _ = banded_targets(
+            model, content_x, runtime, tile, list(options.content_layers), {}
+        )
     style_masks = style_masks if style_masks is not None else [None] * len(style_rgbs)
     # Per style image and layer, its Gram per position: G / M, or on its region G_T / Σ t.
     style_grams: list[dict[str, torch.Tensor]] = []
     for number, (style_rgb, used, mask) in enumerate(zip(style_rgbs, per_style, style_masks), 1):
         style_x = prep.from_rgb(style_rgb).to(runtime.device)
-        features = network_features(model, style_x, list(used), runtime)
-        if mask is None:
-            style_grams.append({k: scaled_gram(v.float(), 1) for k, v in features.items()})
+        weights = None
+        if mask is not None:
+            weights = layer_position_weights(model, mask.to(runtime.device), used)
+            for name, value in weights.items():
+                if float(value.sum()) <= 0:
+                    raise InputError(
+                        f"style mask {number} selects too few pixels to reach {name}: make its"
+                        " region larger"
+                    )
+        if tile is not None:  # the Grams summed tile by tile, then per position
+            _, sums = banded_targets(
+                model,
+                style_x,
+                runtime,
+                tile,
+                [],
+                {name: None if weights is None else weights[name] for name in used},
+            )
+            style_sizes = feature_sizes(model, used, *style_x.shape[2:])
+            style_grams.append(
+                {
+                    name: gram
+                    / (
+                        float(weights[name].sum())
+                        if weights is not None
+                        else style_sizes[name][0] * style_sizes[name][1]
+                    )
+                    for name, gram in sums.items()
+                }
+            )
             continue
-        weights = layer_position_weights(model, mask.to(runtime.device), used)
-        for name, value in weights.items():
-            if float(value.sum()) <= 0:
-                raise InputError(
-                    f"style mask {number} selects too few pixels to reach {name}: make its"
-                    " region larger"
-                )
-        style_grams.append(
-            {k: region_gram(v.float(), weights[k], 1.0) for k, v in features.items()}
-        )
+        features = network_features(model, style_x, list(used), runtime)
+        if weights is None:
+            style_grams.append({k: scaled_gram(v.float(), 1) for k, v in features.items()})
+        else:
+            style_grams.append(
+                {k: region_gram(v.float(), weights[k], 1.0) for k, v in features.items()}
+            )
 
     style_weight = options.style_weight
     if style_weight is None:

@@ -8,7 +8,9 @@ This module orchestrates; each step has its own module: the levels and their che
 
 from __future__ import annotations
 
+import functools
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from normstyle.runtime.convolutions import (
     prepare_winograd,
 )
 from normstyle.runtime.precision import Runtime, resolve_runtime
+from normstyle.style.bands import band_layout, chain_geometry
 from normstyle.style.color import (
     grey_projection,
     keep_luminance,
@@ -64,6 +67,7 @@ class Stylization:
     tensor: torch.Tensor | None = None  # the final image in network input space (fp32, CPU)
     events: list[str] = field(default_factory=list)  # steps the optimiser's guard rejected
     stopped: str | None = None  # why the optimiser stopped early, if it did
+    tiles: str | None = None  # how the last level was cut to fit memory ("12 bands of 256 rows")
 
 
 def stylize(
@@ -125,7 +129,7 @@ def run(
         runtime = Runtime(runtime.device, "fp32")
     else:
         timed_precision = False
-    levels = plan_levels(options, content, styles, layer_names, runtime, names)
+    levels = plan_levels(options, content, styles, layer_names, runtime, names, weights.arch)
     model = weights.build(pooling=options.pooling)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     prepare_winograd(model)  # switched off: plain convs until chosen per level
@@ -142,6 +146,7 @@ def run(
     losses: list[float] = []
     events: list[str] = []
     stopped: list[str] = []
+    tiled: list[str] = []  # how each tiled level was cut
     done = 0
     for level in levels:
         iterations = level.iterations
@@ -173,6 +178,7 @@ def run(
             runtime,
             masks=level_masks,
             style_masks=level_style_masks,
+            tile=level.tile,
         )
         if x is None:
             start = initial_image(init, content_rgb, prep, seed)
@@ -184,8 +190,28 @@ def run(
             start = F.interpolate(
                 x, size=content_rgb.shape[2:], mode="bicubic", align_corners=False
             )
-        _choose_convolutions(model, start, loss.layers, options, runtime)
-        saver = intermediate_saver(options, prep, output, offset=done, written=written)
+        bands = None
+        if level.tile is not None:
+            geometry = chain_geometry(model, loss.layers)
+            height, width = start.shape[2:]
+            bands = band_layout(height, level.tile[0], geometry, width, level.tile[1])
+            tiled.append(bands.describe())
+            if options.verbose or options.progress:
+                tqdm.write(
+                    f"{width}×{height} px in {bands.describe()} (+ {geometry.halo} px halos)"
+                    f" with {level.history} L-BFGS pairs"
+                    + (" (--tile)" if options.tile else " to fit the memory budget (--max-memory)"),
+                    file=sys.stderr,
+                )
+        example = start
+        if bands is not None:
+            rows, columns = bands.largest_input
+            example = start[:, :, :rows, :columns]
+        _choose_convolutions(model, example, loss.layers, options, runtime)
+        recolour = None
+        if options.preserve_colors in ("luminance", "luminance-swap"):
+            recolour = functools.partial(keep_luminance, content=content_rgb)
+        saver = intermediate_saver(options, prep, output, done, written, recolour)
         callbacks = [cb for cb in (on_step, saver) if cb]
         rule = StoppingRule() if level.auto else None
         result = optimize(
@@ -199,6 +225,8 @@ def run(
             callbacks,
             rule,
             project=grey_projection(prep.scale, prep.std) if luminance_only else None,
+            history=level.history,
+            bands=bands,
         )
         x, terms = result.x, result.extra
         losses += result.losses
@@ -227,6 +255,7 @@ def run(
         tensor=x,
         events=events,
         stopped="; ".join(stopped) or None,
+        tiles=tiled[-1] if tiled and levels[-1].tile is not None else None,
     )
 
 
