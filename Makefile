@@ -7,25 +7,34 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 lint gallery bench bench-large tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 chromium web-screenshot lint gallery bench bench-large tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt setuptools
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt --no-build-isolation -e '.[test,web,ray]'
 	touch $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+# Installed when missing and this user may; otherwise those tests are skipped, saying how.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  ( apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } ) \
+	  || echo "could not install chromium (try: sudo apt-get install chromium); browser tests will be skipped"; }
 
 demo: $(STAMP)
 	mkdir -p demo
 	$(BIN)/normstyle stylize builtin:grace_hopper builtin:swirls -o demo/out.png $(DEMO_OPTIONS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 # The suite as an AVX2-only CPU (no AVX-512, no native bf16) sees it: torch's kernels and oneDNN
 # limited to AVX2. CI runs it after `make test` wherever the CPU has more.
-test-avx2: $(STAMP)
+test-avx2: $(STAMP) chromium
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -69,6 +78,10 @@ figure: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+
+# The README's picture of the web page mid-run (docs/web.png), taken by the browser test.
+web-screenshot: $(STAMP) chromium
+	NORMSTYLE_SCREENSHOT=docs/web.png $(BIN)/python -m pytest -q -m browser tests/test_web.py
 
 # The artist controls' gallery (docs/gallery/*.png): spatial, colour and scale control.
 gallery: $(STAMP)

@@ -18,12 +18,14 @@ _EXPORTS = {
     "stylize": "normstyle.style",
     "WEIGHT_SOURCES": "normstyle.registry",
     "get_weights": "normstyle.registry",
+    "serve": "normstyle.web",
 }
 
 if TYPE_CHECKING:
     from normstyle.nets import VGG
     from normstyle.registry import WEIGHT_SOURCES, get_weights
     from normstyle.style import StyleOptions, stylize
+    from normstyle.web import serve
 
 
 def __getattr__(name: str) -> object:
@@ -34,4 +36,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'normstyle' has no attribute '{name}'")
 
 
-__all__ = ["VGG", "WEIGHT_SOURCES", "StyleOptions", "__version__", "get_weights", "stylize"]
+__all__ = [
+    "VGG",
+    "WEIGHT_SOURCES",
+    "StyleOptions",
+    "__version__",
+    "get_weights",
+    "serve",
+    "stylize",
+]

@@ -32,6 +32,7 @@ def make_parser() -> argparse.ArgumentParser:
     from normstyle.cli import (
         lab_command,
         normalize_command,
+        serve_command,
         stats_command,
         stylize_command,
         weights_command,
@@ -52,6 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
         stats_command,
         lab_command,
         weights_command,
+        serve_command,
     ):
         # Each command module says its name and help (its docstring is the description), adds
         # its options and handles its parsed arguments (``weights``: one handler per action).

@@ -9,6 +9,7 @@ Every source ends as one thing, a float32 array (H, W, 3) in [0, 1], which
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -75,6 +76,27 @@ def read_image(
         if isinstance(error, InputError):
             raise
         raise InputError(f"{path}: cannot decode image ({_one_line(error)})") from None
+
+
+def read_image_bytes(
+    data: bytes,
+    name: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = WHITE,
+) -> Image.Image:
+    """Like :func:`read_image` for the bytes of an image file (an upload); ``name`` is how
+    messages call it. The same checks: not an image, truncated, too many pixels."""
+    path = Path(name)
+    try:
+        return _decode(io.BytesIO(data), path, max_pixels, background)
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: refused, too many pixels (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"{name}: cannot decode image ({_one_line(error)})") from None
 
 
 def _decode(

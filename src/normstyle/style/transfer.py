@@ -89,10 +89,12 @@ def run(
     on_step: StepCallback | None = None,
     output: str | Path | None = None,
     written: list[Path] | None = None,
+    models: dict[tuple, torch.nn.Module] | None = None,
 ) -> Stylization:
     """Run one stylisation. ``on_step(iteration, image, terms)`` is called after every step;
     ``output``, if given, is where ``save_every`` writes its intermediate images (next to it),
-    each appended to ``written`` as soon as it exists."""
+    each appended to ``written`` as soon as it exists. ``models``: where a long-lived caller
+    (the web page) keeps the networks it has built, so that the next run reuses them."""
     options.validate()
     started = time.perf_counter()
     keep_freed_memory()  # the loop's tensors reused, not faulted in anew each iteration
@@ -130,9 +132,14 @@ def run(
     else:
         timed_precision = False
     levels = plan_levels(options, content, styles, layer_names, runtime, names, weights.arch)
-    model = weights.build(pooling=options.pooling)
-    model = model.to(runtime.device, memory_format=runtime.memory_format)
-    prepare_winograd(model)  # switched off: plain convs until chosen per level
+    key = (options.weights, options.normalize, options.pooling, str(runtime.device))
+    model = models.get(key) if models is not None else None
+    if model is None:
+        model = weights.build(pooling=options.pooling)
+        model = model.to(runtime.device, memory_format=runtime.memory_format)
+        prepare_winograd(model)  # switched off: plain convs until chosen per level
+        if models is not None:
+            models[key] = model
     prep = weights.preprocessing
     if timed_precision:
         width, height = scaled_size(image_size(content), long_side=levels[-1].long_side)
