@@ -31,6 +31,9 @@ from normstyle.web import serve  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
+SENT = {"X-Normstyle": "1"}  # what the page sends with every request that changes something
+
+
 def png(width: int, height: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
@@ -53,7 +56,7 @@ def submit(url: str, iterations: int = 5, size: int = 64, **extra: object) -> ht
     files = [("content", ("photo.png", png(80, 60, 1), "image/png"))]
     files.append(("styles", ("painting.png", png(60, 60, 2), "image/png")))
     data = {"size": str(size), "iterations": str(iterations), **extra}
-    return httpx.post(url + "jobs", files=files, data=data, timeout=30)
+    return httpx.post(url + "jobs", files=files, data=data, timeout=30, headers=SENT)
 
 
 def wait_until_ended(url: str, job: str, timeout: float = 120) -> dict:
@@ -90,7 +93,7 @@ def test_a_run_through_the_api_gives_a_png_with_its_settings(server: str) -> Non
     assert settings["size"] == 64 and settings["preserve_colors"] == "luminance"
     assert image.info["command"].startswith("normstyle stylize photo.png painting.png -o ")
     assert f"--seed {settings['seed']}" in image.info["command"]
-    httpx.delete(f"{server}jobs/{job}", timeout=10)
+    httpx.delete(f"{server}jobs/{job}", timeout=10, headers=SENT)
     assert httpx.get(f"{server}jobs/{job}/result.png", timeout=10).status_code == 404  # dropped
 
 
@@ -115,7 +118,7 @@ def test_a_run_through_the_api_gives_a_png_with_its_settings(server: str) -> Non
 def test_bad_forms_get_one_line_and_the_server_keeps_serving(server, files, data, message) -> None:
     if files and files[0][0] == "content":
         files = [*files, ("styles", ("s.png", png(40, 40, 3), "image/png"))]
-    answer = httpx.post(server + "jobs", files=files or None, data=data, timeout=30)
+    answer = httpx.post(server + "jobs", files=files or None, data=data, timeout=30, headers=SENT)
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in error
@@ -128,7 +131,7 @@ def test_a_cancelled_run_ends_at_once_and_frees_the_queue(server: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = httpx.get(server + "health", timeout=10).json()
-        events = httpx.post(f"{server}jobs/{job}/cancel", timeout=10).json()
+        events = httpx.post(f"{server}jobs/{job}/cancel", timeout=10, headers=SENT).json()
         if events["state"] in ("running", "cancelled"):
             break
     final = wait_until_ended(server, job, timeout=30)
@@ -319,3 +322,51 @@ def test_without_the_web_extra_serve_says_how_to_install_it(monkeypatch) -> None
     with pytest.raises(OptionError, match=r"pip install 'normstyle\[web\]'") as refused:
         require_web()
     assert "\n" not in str(refused.value)
+
+
+def test_requests_from_other_sites_are_refused(server: str) -> None:
+    """A form another site's page posts cannot carry the page's header without asking first
+    (CORS), and a rebound host name is not answered."""
+    files = [("content", ("photo.png", png(80, 60, 1), "image/png"))]
+    assert httpx.post(server + "jobs", files=files, timeout=10).status_code == 403
+    assert httpx.delete(server + "jobs/x", timeout=10).status_code == 403
+    rebound = httpx.get(server, headers={"Host": "evil.example"}, timeout=10)
+    assert rebound.status_code == 421 and "loopback" in rebound.json()["error"]
+
+
+def test_a_body_past_the_limit_is_cut_off_as_it_streams(server: str) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked
+        block = b"\0" * (1 << 20)
+        for _ in range(200):
+            yield block
+
+    headers = {**SENT, "Content-Type": "multipart/form-data; boundary=x"}
+    answer = httpx.post(server + "jobs", content=chunks(), headers=headers, timeout=60)
+    assert answer.status_code in (413, 400)
+    assert httpx.get(server + "health", timeout=10).status_code == 200
+
+
+def test_uploads_are_shrunk_to_twice_the_largest_output() -> None:
+    from normstyle.web.app import Settings, _picture
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 1000), (10, 20, 30)).save(buffer, format="PNG")
+    array = _picture(("big.png", buffer.getvalue()), Settings(max_size=256))
+    assert array.shape == (171, 512, 3)
+
+
+def test_odd_file_names_make_a_command_line_that_works() -> None:
+    from normstyle.web.app import _safe
+
+    assert _safe("-rf.png") == "./-rf.png"
+    assert _safe("../../etc/passwd") == "passwd"
+    assert _safe('a "b"\n.png') == "a__b__.png"
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_a_bad_port_is_a_usage_error(port: str, capsys) -> None:
+    from normstyle.cli import main
+
+    assert main(["serve", "--port", port]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--port" in err and len(err.splitlines()) == 1

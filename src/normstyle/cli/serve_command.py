@@ -19,7 +19,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on [127.0.0.1: this machine only; anything else is public]",
     )
-    parser.add_argument("--port", type=int, default=7860, help="port (0: any free one) [7860]")
+    parser.add_argument("--port", type=_port, default=7860, help="port (0: any free one) [7860]")
     parser.add_argument(
         "--max-size", type=positive_int, default=1024, help="largest output long side, px [1024]"
     )
@@ -29,6 +29,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="runs admitted at once, running and waiting; more are told to try again [8]",
     )
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535, got {value}")
+    return value
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ def optimize(
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     history: int = LBFGS_HISTORY,
     bands: BandLayout | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> Minimized:
     """Minimise ``loss`` over the pixels of ``start`` for ``iterations`` steps (one loss
     evaluation each), guarded against blow-ups (see :mod:`normstyle.style.optimizer`), or
@@ -50,7 +51,8 @@ def optimize(
     pixel gradient onto the directions the image may move in (the luminance-only transfer's grey
     images); ``start`` must lie in that set. ``history``: L-BFGS curvature pairs kept.
     ``bands``: evaluate the loss and its gradient band by band (exactly the same numbers; see
-    :mod:`normstyle.style.banded`).
+    :mod:`normstyle.style.banded`). ``interrupt`` is called before every evaluation; what it
+    raises ends the run.
 
     Returns the best image found (``.x``, fp32 in network input space), its loss terms
     (``.extra``), the loss after each iteration and what the guard did.
@@ -62,6 +64,8 @@ def optimize(
     def objective(
         x: torch.Tensor, need_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, LossTerms]:
+        if interrupt is not None:
+            interrupt()
         if bands is not None and sizes is not None:
             if not need_grad:
                 terms = banded_grams(model, loss, x, runtime, bands, sizes)[0]

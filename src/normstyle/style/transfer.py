@@ -12,7 +12,7 @@ import functools
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,11 +90,15 @@ def run(
     output: str | Path | None = None,
     written: list[Path] | None = None,
     models: dict[tuple, torch.nn.Module] | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> Stylization:
     """Run one stylisation. ``on_step(iteration, image, terms)`` is called after every step;
     ``output``, if given, is where ``save_every`` writes its intermediate images (next to it),
     each appended to ``written`` as soon as it exists. ``models``: where a long-lived caller
-    (the web page) keeps the networks it has built, so that the next run reuses them."""
+    (the web page) keeps the networks it has built, so that the next run reuses them.
+    ``interrupt``: called between the phases of the run and before every evaluation of the
+    loss; whatever it raises ends the run there (the web page's Cancel)."""
+    check = interrupt or (lambda: None)
     options.validate()
     started = time.perf_counter()
     keep_freed_memory()  # the loop's tensors reused, not faulted in anew each iteration
@@ -115,6 +119,7 @@ def run(
     masks = _decoded_masks(options.masks, "mask")
     style_masks = _decoded_masks(options.style_masks, "style mask")
 
+    check()
     weights = for_stylization(options.weights, options.normalize)
     layer_names = vgg_layer_names(weights.arch)
     options.style_layers_per_style(len(styles))  # one set, or one per style image
@@ -149,6 +154,7 @@ def run(
         runtime = Runtime(runtime.device, precision)
 
     luminance_only = options.preserve_colors == "luminance"
+    check()
     x: torch.Tensor | None = None
     losses: list[float] = []
     events: list[str] = []
@@ -197,6 +203,7 @@ def run(
             start = F.interpolate(
                 x, size=content_rgb.shape[2:], mode="bicubic", align_corners=False
             )
+        check()
         bands = None
         if level.tile is not None:
             geometry = chain_geometry(model, loss.layers)
@@ -234,6 +241,7 @@ def run(
             project=grey_projection(prep.scale, prep.std) if luminance_only else None,
             history=level.history,
             bands=bands,
+            interrupt=interrupt,
         )
         x, terms = result.x, result.extra
         losses += result.losses

@@ -9,6 +9,7 @@ May import: ``normstyle.errors``, ``io``, ``style``, ``registry``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import sys
 import threading
@@ -62,6 +63,7 @@ class ServerHandle:
 
     def stop(self) -> None:
         """Stop serving, cancel the runs and wait for them (a few seconds at most)."""
+        self._server.jobs.cancel_all()  # so that the pages' event streams end now
         self._server.uvicorn.should_exit = True
         self._thread.join(timeout=10)
         self._server.close()
@@ -101,6 +103,8 @@ def build_server(
         raise OptionError(f"--max-size must be from 32 to 8192 px, got {max_size}")
     if not 1 <= queue <= 1000:
         raise OptionError(f"--queue must be from 1 to 1000, got {queue}")
+    if not 0 <= port <= 65535:
+        raise OptionError(f"--port must be from 0 to 65535 (0: any free one), got {port}")
     import uvicorn
 
     from normstyle.web.app import Settings, create_app
@@ -108,15 +112,26 @@ def build_server(
 
     sock = bound_socket(host, port)
     jobs = JobQueue(queue)
-    settings = Settings(max_size=max_size, queue=queue)
+    settings = Settings(max_size=max_size, queue=queue, loopback=is_loopback(host))
     app = create_app(settings, jobs)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
+    )
+
+    class StoppingServer(uvicorn.Server):  # type: ignore[misc]
+        """Ctrl-C or SIGTERM cancels the runs first, so that the pages' event streams end and
+        the server can stop at once."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            jobs.cancel_all()
+            super().handle_exit(sig, frame)
+
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     warm_up = threading.Thread(target=_warm_up, args=(settings,), name="normstyle-warm-up")
     warm_up.start()
     url = f"http://{shown}:{bound_port}/"
-    return Server(uvicorn.Server(config), sock, jobs, warm_up, url)
+    return Server(StoppingServer(config), sock, jobs, warm_up, url)
 
 
 def _warm_up(settings: Any) -> None:
@@ -162,9 +177,19 @@ def serve(
     return ServerHandle(server.url, server, thread)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def warn_if_public(host: str) -> None:
     """One line on stderr when the page is reachable from other machines."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         print(
             f"normstyle serve: warning: listening on {host}: anyone who can reach this machine"
             " can use the page and its CPU",

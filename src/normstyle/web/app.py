@@ -8,8 +8,12 @@
 - ``GET /jobs/ID/preview.png``, ``GET /jobs/ID/result.png`` (a download, with the settings in
   its PNG text chunks), ``POST /jobs/ID/cancel``, ``DELETE /jobs/ID``.
 
-Uploads stay in memory and are dropped with their job; the decoder's checks (and its bomb guard)
-apply to every file; a run's error is a one-line message, never a traceback.
+Uploads stay in memory, shrunk at once to twice the largest output, and are dropped with their
+job; the decoder's checks (and its bomb guard) apply to every file; a body larger than the limit
+is cut off as it streams in; a run's error is a one-line message, never a traceback. Requests
+that change something (POST, DELETE) must carry the ``X-Normstyle`` header that the page sends,
+which a page from another site cannot send without asking first (CORS), and on loopback only
+loopback host names are answered (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -19,33 +23,74 @@ import json
 import random
 import re
 import shlex
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from PIL import Image
 
 from normstyle.errors import NormstyleError, OptionError
 from normstyle.io.builtin import BUILTIN_IMAGES, builtin_image
-from normstyle.io.decode import image_to_array, read_image_bytes
-from normstyle.web.jobs import Busy, Job, JobQueue, png_bytes
+from normstyle.io.decode import WHITE, image_to_array, read_image_bytes
+from normstyle.web.jobs import Busy, Job, JobQueue, busy_message, png_bytes
 
 # Each uploaded file may be at most this large, and a whole form this many times as large.
 MAX_FILE_BYTES = 20 << 20
 MAX_FILES = 9  # content, up to four styles and their masks
+MAX_FIELD_BYTES = 64 << 10  # a text field
+# The header a request that changes something must carry (the page's fetch sends it).
+REQUEST_HEADER = "x-normstyle"
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 MAX_STYLES = 4
 PRESERVE = ("none", "luminance", "histogram", "luminance-swap")
+POLL_SECONDS = 0.2  # how often an event stream looks at its job
 
 
 @dataclass
 class Settings:
-    """What a server allows and holds: the largest output, the queue, the networks it built."""
+    """What a server allows and holds: the largest output, the queue, the networks it built,
+    and whether it listens on loopback only (then only loopback host names are answered)."""
 
     max_size: int = 1024
     queue: int = 8
     models: dict[tuple, Any] = field(default_factory=dict)
+    loopback: bool = True
+    # One upload decoded at a time: a small file may hold a large picture.
+    decoding: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+
+
+class BodyTooLarge(Exception):
+    """The request's body passed the limit while it streamed in."""
+
+
+class LimitBody:
+    """ASGI middleware: a request body (chunked or not) larger than ``limit`` bytes is cut off
+    as it arrives — the route that reads it gets :class:`BodyTooLarge`."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class FormError(Exception):
@@ -59,6 +104,17 @@ class FormError(Exception):
 def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
     """The app for ``settings``, running its stylisations on ``jobs``."""
     app = FastAPI(title="normstyle", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(LimitBody, limit=MAX_FILES * MAX_FILE_BYTES)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+        if settings.loopback and host not in {name.strip("[]") for name in LOOPBACK_NAMES}:
+            return _error("this server answers on this machine's loopback names only", 421)
+        if request.method in ("POST", "DELETE") and not request.headers.get(REQUEST_HEADER):
+            return _error("requests that change something must come from the page", 403)
+        return await call_next(request)
+
     page = resources.files("normstyle.web").joinpath("page.html").read_text(encoding="utf-8")
     config = json.dumps({"maxSize": settings.max_size, "builtins": sorted(BUILTIN_IMAGES)})
     page = page.replace("/*CONFIG*/{}", config)
@@ -88,15 +144,20 @@ def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
             length = 0
+        too_large = f"the upload is larger than {MAX_FILES * MAX_FILE_BYTES >> 20} MB"
         if length > MAX_FILES * MAX_FILE_BYTES:
-            return _error(f"the upload is larger than {MAX_FILES * MAX_FILE_BYTES >> 20} MB", 413)
+            return _error(too_large, 413)
+        if jobs.full():  # before reading (and decoding) anything
+            return _error(busy_message(jobs.capacity), 503)
         try:
             form = await request.form(
-                max_files=MAX_FILES, max_fields=32, max_part_size=MAX_FILE_BYTES
+                max_files=MAX_FILES, max_fields=32, max_part_size=MAX_FIELD_BYTES
             )
             fields = await _read_form(form)
             job = await asyncio.to_thread(_job, fields, settings)
             jobs.submit(job)
+        except BodyTooLarge:
+            return _error(too_large, 413)
         except FormError as error:
             return _error(str(error), error.status)
         except (NormstyleError, ValueError) as error:
@@ -104,12 +165,11 @@ def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
         except Busy as error:
             return _error(str(error), 503)
         except Exception as error:  # a malformed multipart body and the like
-            status = 413 if "size" in str(error).lower() else 400
-            return _error(f"the form could not be read ({_one_line(error)})", status)
+            return _error(f"the form could not be read ({_one_line(error)})", 400)
         return JSONResponse({"id": job.id}, status_code=202)
 
     def _found(job_id: str) -> Job | None:
-        return jobs.jobs.get(job_id)
+        return jobs.find(job_id)
 
     @app.get("/jobs/{job_id}/events")
     async def events(job_id: str) -> Response:
@@ -118,14 +178,20 @@ def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
             return _error("no such run (it may have been cleared)", 404)
 
         async def stream() -> Any:
-            iterator = job.events()
+            # Polled, not waited for on a thread: an open stream costs no thread (a page that
+            # watches a queued run for minutes must not starve the server's small pool).
+            seen, quiet = -1, 0.0
             while True:
-                snapshot = await asyncio.to_thread(next, iterator, "end")
-                if snapshot == "end":
-                    return
-                yield (
-                    ": keep-alive\n\n" if snapshot is None else f"data: {json.dumps(snapshot)}\n\n"
-                )
+                if job.version != seen:
+                    seen, quiet = job.version, 0.0
+                    yield f"data: {json.dumps(job.snapshot())}\n\n"
+                    if job.ended:
+                        return
+                elif quiet >= 15.0:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(POLL_SECONDS)
+                quiet += POLL_SECONDS
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -144,8 +210,9 @@ def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
         job = _found(job_id)
         if job is None or job.result_png is None:
             return _error("no result (yet)", 404)
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", job.settings.get("output", "normstyle.png"))
-        disposition = f'attachment; filename="{name}"'
+        wanted = job.settings.get("output", "normstyle.png")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", wanted)
+        disposition = f"attachment; filename=\"{name}\"; filename*=UTF-8''{quote(wanted)}"
         return Response(
             job.result_png, media_type="image/png", headers={"Content-Disposition": disposition}
         )
@@ -193,15 +260,28 @@ def _one(fields: dict[str, Any], name: str, default: str = "") -> str:
     return values[0].strip() if values else default
 
 
-def _picture(upload: tuple[str, bytes], background: tuple[int, int, int] = (255, 255, 255)) -> Any:
+def _picture(
+    upload: tuple[str, bytes],
+    settings: Settings,
+    background: tuple[int, int, int] = WHITE,
+) -> Any:
+    """An upload decoded (one at a time) and shrunk at once to twice the largest output the
+    server allows: a 236 KB file may hold 9000×9000 pixels, a gigabyte as float."""
     name, data = upload
-    return image_to_array(read_image_bytes(data, _safe(name), background=background))
+    with settings.decoding:
+        image = read_image_bytes(data, _safe(name), background=background)
+        limit = 2 * settings.max_size
+        if max(image.size) > limit:
+            image.thumbnail((limit, limit), Image.Resampling.LANCZOS)
+        return image_to_array(image)
 
 
 def _safe(name: str) -> str:
-    """A file name as messages and command lines show it: its last part, harmless characters."""
+    """A file name as messages and command lines show it: its last part, harmless characters,
+    never an option (a name starting with "-" becomes "./-…")."""
     base = re.split(r"[\\/]", name)[-1] or "upload"
-    return re.sub(r"[^\w.-]", "_", base)[:80]
+    safe = re.sub(r"[^\w.-]", "_", base)[:80]
+    return f"./{safe}" if safe.startswith("-") else safe
 
 
 def _job(fields: dict[str, Any], settings: Settings) -> Job:
@@ -214,14 +294,14 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
     uploads = [v for v in fields.get("content", []) if isinstance(v, tuple)]
     builtin = _one(fields, "content_builtin")
     if uploads:
-        content, content_name = _picture(uploads[0]), _safe(uploads[0][0])
+        content, content_name = _picture(uploads[0], settings), _safe(uploads[0][0])
     elif builtin in BUILTIN_IMAGES:
         content, content_name = f"builtin:{builtin}", f"builtin:{builtin}"
     else:
         raise FormError("choose a content image (upload one, or pick a built-in one)")
     styles, style_names = [], []
     for upload in [v for v in fields.get("styles", []) if isinstance(v, tuple)]:
-        styles.append(_picture(upload))
+        styles.append(_picture(upload, settings))
         style_names.append(_safe(upload[0]))
     for name in [v for v in fields.get("style_builtins", []) if isinstance(v, str) and v]:
         if name not in BUILTIN_IMAGES:
@@ -236,7 +316,9 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
     if masks and len(masks) != len(styles):
         raise FormError(f"{len(masks)} masks for {len(styles)} style images: one per style image")
     mask_arrays = [
-        decoded_mask(_picture(upload, background=(0, 0, 0)), f"mask {number} ({_safe(upload[0])})")
+        decoded_mask(
+            _picture(upload, settings, background=(0, 0, 0)), f"mask {number} ({_safe(upload[0])})"
+        )
         for number, upload in enumerate(masks, start=1)
     ]
 
@@ -262,6 +344,9 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
             raise FormError("blend weights must be numbers separated by commas") from None
         if len(blend) != len(styles):
             raise FormError(f"{len(blend)} blend weights for {len(styles)} style images")
+        from normstyle.style.targets import blend_weights
+
+        blend_weights(blend, len(styles))  # all zero, negative …: refused now, not mid-run
     seed = random.randrange(2**31)
     options = StyleOptions(
         long_side=size,
@@ -272,7 +357,8 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
         seed=seed,
         progress=False,
     )
-    output = f"{content_name.removeprefix('builtin:').rsplit('.', 1)[0]}-stylised.png"
+    stem = content_name.removeprefix("builtin:").removeprefix("./").rsplit(".", 1)[0] or "image"
+    output = f"{stem}-stylised.png"
     command = ["normstyle", "stylize", content_name, *style_names, "-o", output]
     command += ["--size", str(size), "--seed", str(seed)]
     if iterations != "auto":
@@ -298,8 +384,10 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
 
     preprocessing = for_stylization(options.weights, options.normalize).preprocessing
 
-    def work(on_step: Any) -> Any:
-        return run(content, styles, options, on_step=on_step, models=settings.models).image
+    def work(on_step: Any, check: Any) -> Any:
+        return run(
+            content, styles, options, on_step=on_step, models=settings.models, interrupt=check
+        ).image
 
     def preview(x: Any) -> Any:
         return preprocessing.tensor_to_image(x.detach().float().cpu())
