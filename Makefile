@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 chromium web-screenshot lint gallery bench bench-large tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 chromium web-screenshot lint gallery bench bench-large bench-batch tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-iterations: $(STAMP)
 # Peak memory and time per iteration at 1024, 2048 and 4096 px, in tiles and in one piece.
 bench-large: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_large.py
+
+# Batch throughput: 8 jobs at 256 px, local process pools and a local Ray cluster.
+bench-batch: $(STAMP)
+	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_batch.py
 
 bench-normalize: $(STAMP)
 	NORMSTYLE_DATA=$(DATA) $(BIN)/python benchmarks/bench_normalize.py

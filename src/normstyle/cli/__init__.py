@@ -30,6 +30,7 @@ class Terminated(KeyboardInterrupt):
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``normstyle`` and its sub-commands."""
     from normstyle.cli import (
+        batch_command,
         lab_command,
         normalize_command,
         serve_command,
@@ -54,6 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
         lab_command,
         weights_command,
         serve_command,
+        batch_command,
     ):
         # Each command module says its name and help (its docstring is the description), adds
         # its options and handles its parsed arguments (``weights``: one handler per action).
@@ -94,7 +96,10 @@ def main(argv: Sequence[str] | None = None, pending: list[int] | None = None) ->
         terminated = isinstance(stop, Terminated)
         kept: list[Any] = getattr(stop, "kept", [])
         what = "terminated" if terminated else "interrupted"
-        if kept:
+        said: str | None = getattr(stop, "detail", None)  # a command's own account
+        if said:
+            detail = said
+        elif kept:
             names = str(kept[0]) if len(kept) == 1 else f"{kept[0]} … {kept[-1]}"
             detail = f"kept {len(kept)} intermediate image(s) ({names}); final output not written"
         else:
