@@ -194,6 +194,33 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(folder, capsys, monke
     assert "pip install 'normstyle[ray]'" in capsys.readouterr().err
 
 
+def test_jobs_are_handed_out_as_workers_free_up_not_all_at_once(folder: Path) -> None:
+    # A batch of thousands must not read every input before the first job ends: the engine
+    # draws payloads from the runner's generator only a few ahead of its workers.
+    from normstyle.batch.engines import AHEAD, run_local
+    from normstyle.batch.manifest import BatchJob
+    from normstyle.batch.work import payload
+
+    drawn = []
+    path = manifest(folder, [{"content": "broken.png", "style": "art0.png", **TINY}])
+    (job,), _ = read_manifest(path)
+    assert isinstance(job, BatchJob)
+
+    def payloads():
+        for number in range(6):
+            drawn.append(number)
+            yield {**payload(job), "name": f"job{number}"}
+
+    outcomes = run_local(payloads(), workers=1, threads=1)
+    first = next(outcomes)
+    assert len(drawn) == AHEAD  # one running, the next queued
+    rest = list(outcomes)
+    assert len(drawn) == 6
+    names = sorted(o["record"]["name"] for o in [first, *rest])
+    assert names == [f"job{n}" for n in range(6)]
+    assert all("broken.png" in o["record"]["error"] for o in [first, *rest])
+
+
 @pytest.mark.slow
 def test_an_interrupted_batch_leaves_whole_files_and_resumes(folder: Path) -> None:
     path = manifest(

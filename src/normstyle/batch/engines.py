@@ -12,15 +12,20 @@ failed, with Ray's reason.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from normstyle.errors import OptionError
+
+# Jobs handed out ahead of the workers free to run them, per worker: enough to keep every worker
+# busy, few enough that a batch of thousands does not read all its inputs at once.
+AHEAD = 2
 
 # Ray retries a task whose worker process died this many times before the job counts as failed.
 RAY_RETRIES = 2
@@ -53,12 +58,16 @@ def _initialise(threads: int) -> None:
 
 
 def run_local(
-    payloads: list[dict[str, Any]], workers: int, threads: int
+    payloads: Iterable[dict[str, Any]], workers: int, threads: int
 ) -> Iterator[dict[str, Any]]:
-    """Run the jobs on a pool of ``workers`` processes with ``threads`` torch threads each."""
+    """Run the jobs on a pool of ``workers`` processes with ``threads`` torch threads each.
+    Jobs are handed out as workers free up, a few ahead (:data:`AHEAD` per worker): a payload —
+    its input files' bytes — is made only then, so a batch of thousands holds a few in memory."""
     from normstyle.batch.work import execute
 
-    if not payloads:
+    source = iter(payloads)
+    first = next(source, None)
+    if first is None:
         return
     # Processes started afresh, not forked: a fork of a process with torch's thread pools
     # running can deadlock.
@@ -66,9 +75,14 @@ def run_local(
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_initialise, initargs=(threads,)
     )
-    pending = {pool.submit(execute, work, threads): work for work in payloads}
+    pending: dict[Any, dict[str, Any]] = {}
+    waiting = itertools.chain([first], source)
     try:
-        while pending:
+        while True:
+            for work in itertools.islice(waiting, AHEAD * workers - len(pending)):
+                pending[pool.submit(execute, work, threads)] = work
+            if not pending:
+                break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 work = pending.pop(future)
@@ -97,14 +111,15 @@ def require_ray() -> Any:
 
 
 def run_ray(
-    payloads: list[dict[str, Any]],
+    payloads: Iterable[dict[str, Any]],
     threads: int,
     address: str | None = None,
     report: list[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run each job as a Ray task needing ``threads`` CPUs, on the cluster at ``address`` or on
     a local one started (and stopped) here; ``report`` gets a line saying what the cluster
-    was."""
+    was. As locally, jobs are submitted a few ahead of the cluster's free slots, not all at once
+    (the payloads would otherwise all sit in Ray's object store)."""
     ray = require_ray()
     from normstyle.batch.work import execute
 
@@ -134,8 +149,13 @@ def run_ray(
     run = uuid.uuid4().hex  # names this batch's attempt counters (see work._ray_attempt)
     try:
         task = ray.remote(num_cpus=threads, max_retries=RAY_RETRIES)(execute)
-        pending = {task.remote({**work, "run": run}, threads): work for work in payloads}
-        while pending:
+        waiting = iter(payloads)
+        while True:
+            ahead = AHEAD * max(1, _ray_cpus(ray) // max(1, threads))  # the cluster may grow
+            for work in itertools.islice(waiting, max(0, ahead - len(pending))):
+                pending[task.remote({**work, "run": run}, threads)] = work
+            if not pending:
+                break
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 work = pending.pop(ref)
@@ -159,6 +179,13 @@ def run_ray(
             ray.shutdown()
             if counters:
                 shutil.rmtree(counters, ignore_errors=True)
+
+
+def _ray_cpus(ray: Any) -> int:
+    try:
+        return int(ray.cluster_resources().get("CPU", 1))
+    except Exception:
+        return 1
 
 
 def describe_ray() -> str:

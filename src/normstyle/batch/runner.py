@@ -124,9 +124,9 @@ def run_batch(
     report: list[str] = []
     payloads = (payload(job) for job in to_run)
     outcomes = (
-        run_ray(list(payloads), threads, address, report)
+        run_ray(payloads, threads, address, report)
         if engine == "ray"
-        else run_local(list(payloads), workers, threads)
+        else run_local(payloads, workers, threads)
     )
     summary.engine = (
         f"on {workers} local worker{'s' if workers != 1 else ''} × {threads} thread"
