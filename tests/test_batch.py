@@ -154,6 +154,10 @@ def test_a_bad_job_fails_alone_and_a_rerun_skips_what_is_done(folder: Path, caps
     )
     assert main(["batch", str(path), "-o", str(out), "--no-progress"]) == 0
     assert max(Image.open(out / "third.png").size) == 40
+    # A changed input file, the same size and name, within the same process: run again too.
+    picture(folder / "photo2.png", 99)
+    assert main(["batch", str(path), "-o", str(out), "--no-progress"]) == 0
+    assert "1 done, 0 failed, 0 skipped" in capsys.readouterr().out
 
 
 def test_the_glob_shorthand_runs_from_the_command_line(folder: Path, capsys) -> None:

@@ -347,7 +347,7 @@ def test_a_body_past_the_limit_is_cut_off_as_it_streams(server: str) -> None:
 
 
 def test_uploads_are_shrunk_to_twice_the_largest_output() -> None:
-    from normstyle.web.app import Settings, _picture
+    from normstyle.web.form import Settings, _picture
 
     buffer = io.BytesIO()
     Image.new("RGB", (3000, 1000), (10, 20, 30)).save(buffer, format="PNG")
@@ -356,7 +356,7 @@ def test_uploads_are_shrunk_to_twice_the_largest_output() -> None:
 
 
 def test_odd_file_names_make_a_command_line_that_works() -> None:
-    from normstyle.web.app import _safe
+    from normstyle.web.form import _safe
 
     assert _safe("-rf.png") == "./-rf.png"
     assert _safe("../../etc/passwd") == "passwd"

@@ -30,3 +30,8 @@ def check_names(names: Iterable[str], known: Iterable[str], what: str = "layer")
     for name in names:
         if name not in known:
             raise OptionError(f"unknown {what} '{name}'{did_you_mean(name, known)}")
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (whitespace collapsed), or its type's name if empty."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from normstyle.errors import OptionError
+from normstyle.errors import OptionError, one_line
 
 # Jobs handed out ahead of the workers free to run them, per worker: enough to keep every worker
 # busy, few enough that a batch of thousands does not read all its inputs at once.
@@ -141,7 +141,7 @@ def run_ray(
         else:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except Exception as error:
-        raise OptionError(f"cannot start or reach a Ray cluster: {_one_line(error)}") from None
+        raise OptionError(f"cannot start or reach a Ray cluster: {one_line(error)}") from None
     if report is not None:
         where = "a local Ray cluster" if started_here else f"the Ray cluster at {address}"
         report.append(f"{where}: {describe_ray()}")
@@ -162,7 +162,7 @@ def run_ray(
                 try:
                     outcome = ray.get(ref)
                 except Exception as error:  # the task failed after Ray's retries
-                    outcome = _failed(work, f"Ray: {_one_line(error)}")
+                    outcome = _failed(work, f"Ray: {one_line(error)}")
                 outcome["record"]["engine"] = "ray"
                 yield outcome
     finally:
@@ -202,7 +202,3 @@ def describe_ray() -> str:
 def _failed(work: dict[str, Any], reason: str) -> dict[str, Any]:
     record = {"name": work["name"], "settings_hash": work["hash"], "status": "failed"}
     return {"record": {**record, "error": reason}, "png": None}
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -15,6 +15,7 @@ exists with the same hash is done already and is skipped on the next run.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -56,14 +57,31 @@ class BatchJob:
         digest = hashlib.sha256()
         digest.update(json.dumps(self.options, sort_keys=True, default=str).encode())
         for path in self.files():
-            digest.update(b"\0" + path.encode())
-            try:
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            except OSError as error:
-                digest.update(f"unreadable: {error.strerror}".encode())
+            digest.update(b"\0" + path.encode() + b"\0" + _file_digest(path).encode())
         return digest.hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, read once per batch however many jobs share the file (a style
+    image used by thousands of jobs) and however often their hashes are asked for (the cache is
+    emptied whenever a batch's jobs are read; a file whose size or time changed is read again)."""
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
+    return _digest_of(path, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, modified: int) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        return f"unreadable: {error.strerror}"
+    return digest.hexdigest()
 
 
 @dataclass
@@ -166,6 +184,7 @@ def read_manifest(
     from normstyle.io.files import open_regular_file
 
     path = Path(path)
+    _digest_of.cache_clear()
     try:
         with open_regular_file(path) as handle:
             text = handle.read().decode("utf-8")
@@ -193,6 +212,7 @@ def jobs_from_globs(
 ) -> list[BatchJob]:
     """Jobs from two globs: every content with every style, or (``pair``) the n-th content
     with the n-th style, in sorted order."""
+    _digest_of.cache_clear()
     contents = sorted(glob.glob(os.path.expanduser(content), recursive=True))
     styles = sorted(glob.glob(os.path.expanduser(style), recursive=True))
     for pattern, found in ((content, contents), (style, styles)):

@@ -137,8 +137,6 @@ def run_batch(
     ) as bar:
         for outcome in outcomes:
             record = outcome["record"]
-            if report and engine == "ray":
-                summary.engine = f"on {report[0]}; {threads} CPU{'s' if threads != 1 else ''} a job"
             if outcome["png"] is not None:
                 output = outdir / f"{record['name']}.png"
                 data = outcome["png"]

@@ -43,8 +43,8 @@ def execute(work: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
     that cannot work): they become ``status: failed`` with a one-line ``error``."""
     import torch
 
-    from normstyle.errors import NormstyleError
-    from normstyle.web.jobs import png_bytes
+    from normstyle.errors import NormstyleError, one_line
+    from normstyle.io.save import image_png
 
     if threads:
         torch.set_num_threads(threads)
@@ -71,12 +71,12 @@ def execute(work: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
             seed=result.seed,
         )
         text = {HASH_KEY: work["hash"], "normstyle": _settings(work)}
-        return {"record": record, "png": png_bytes(result.image, text)}
+        return {"record": record, "png": image_png(result.image, text)}
     except (NormstyleError, OSError, RuntimeError, MemoryError) as error:
-        record.update(status="failed", error=_one_line(error))
+        record.update(status="failed", error=one_line(error))
     except Exception as error:  # a bug: one line, the job fails alone
         record.update(
-            status="failed", error=f"internal error: {type(error).__name__}: {_one_line(error)}"
+            status="failed", error=f"internal error: {type(error).__name__}: {one_line(error)}"
         )
     record["seconds"] = round(time.perf_counter() - started, 3)
     return {"record": record, "png": None}
@@ -142,7 +142,3 @@ def _settings(work: dict[str, Any]) -> str:
         **work["options"],
     }
     return json.dumps(shown, default=str, sort_keys=True)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

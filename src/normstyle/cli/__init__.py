@@ -121,7 +121,7 @@ def _tolerant_stdout() -> None:
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
-    from normstyle.errors import NormstyleError, OptionError
+    from normstyle.errors import NormstyleError, OptionError, one_line
 
     try:
         return int(args.handler(args) or 0)
@@ -129,13 +129,13 @@ def _run(args: argparse.Namespace, command: str) -> int:
         if os.environ.get("NORMSTYLE_DEBUG"):
             raise
         _close_progress_bars()
-        print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"{command}: error: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, OptionError) else 1
     except Exception as error:  # a bug: still one line, with the way to the traceback
         if os.environ.get("NORMSTYLE_DEBUG"):
             raise
         print(
-            f"{command}: internal error: {type(error).__name__}: {_one_line(error)}"
+            f"{command}: internal error: {type(error).__name__}: {one_line(error)}"
             " (NORMSTYLE_DEBUG=1 shows the traceback; please report it)",
             file=sys.stderr,
         )
@@ -149,10 +149,6 @@ def _close_progress_bars() -> None:
     for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
         with contextlib.suppress(Exception):
             bar.close()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

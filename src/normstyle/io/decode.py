@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from normstyle.errors import InputError
+from normstyle.errors import InputError, one_line
 from normstyle.io.builtin import builtin_image, is_builtin
 from normstyle.io.files import open_regular_file
 
@@ -75,7 +75,7 @@ def read_image(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         if isinstance(error, InputError):
             raise
-        raise InputError(f"{path}: cannot decode image ({_one_line(error)})") from None
+        raise InputError(f"{path}: cannot decode image ({one_line(error)})") from None
 
 
 def read_image_bytes(
@@ -96,7 +96,7 @@ def read_image_bytes(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         if isinstance(error, InputError):
             raise
-        raise InputError(f"{name}: cannot decode image ({_one_line(error)})") from None
+        raise InputError(f"{name}: cannot decode image ({one_line(error)})") from None
 
 
 def _decode(
@@ -146,10 +146,6 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Imag
         under = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(under, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 ImageSource = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normstyle.errors import InputError, NormstyleError, OptionError
+from normstyle.errors import InputError, NormstyleError, OptionError, one_line
 from normstyle.io.decode import DEFAULT_MAX_PIXELS, READ_SUFFIXES, decoded
 from normstyle.io.resize import fit
 from normstyle.io.tensors import as_tensor
@@ -167,7 +167,7 @@ class _LoaderFailure:
 
     def as_error(self) -> InputError:
         where = f"{self.path}: " if self.path is not None else ""
-        message = " ".join(str(self.error).split()) or type(self.error).__name__
+        message = one_line(self.error)
         error = InputError(f"{where}loading failed ({type(self.error).__name__}: {message})")
         error.__cause__ = self.error
         return error

@@ -3,10 +3,12 @@ atomically (complete at its path, or not there at all)."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from normstyle.errors import OptionError
 from normstyle.io.decode import FORMATS
@@ -32,3 +34,13 @@ def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
     image_format = FORMATS[path.suffix.lower()]
     options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
     return atomic_write(path, lambda handle: image.save(handle, format=image_format, **options))
+
+
+def image_png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
+    """``image`` as PNG bytes, with ``text`` in its tEXt chunks (settings a file carries)."""
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

@@ -107,7 +107,8 @@ def build_server(
         raise OptionError(f"--port must be from 0 to 65535 (0: any free one), got {port}")
     import uvicorn
 
-    from normstyle.web.app import Settings, create_app
+    from normstyle.web.app import create_app
+    from normstyle.web.form import Settings
     from normstyle.web.jobs import JobQueue
 
     sock = bound_socket(host, port)

@@ -9,7 +9,6 @@ Nothing here knows about HTTP; :mod:`normstyle.web.app` maps it to routes.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import queue
@@ -21,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from normstyle.errors import NormstyleError
+from normstyle.errors import NormstyleError, one_line
+from normstyle.io.save import image_png
 
 logger = logging.getLogger("normstyle.web")
 
@@ -217,25 +216,25 @@ class JobQueue:
                 changes["loss"] = float(terms.total)
             if preview is not None and now - last_preview[0] >= PREVIEW_SECONDS:
                 last_preview[0] = now
-                changes["preview_png"] = png_bytes(preview(x))
+                changes["preview_png"] = image_png(preview(x))
                 changes["preview_version"] = job.preview_version + 1
             job.update(**changes)
 
         outcome: dict[str, Any]
         try:
             image = run(on_step, job.check)
-            data = png_bytes(image, {"normstyle": json.dumps(job.settings), "command": job.command})
+            data = image_png(image, {"normstyle": json.dumps(job.settings), "command": job.command})
             outcome = {
                 "state": "done",
                 "result_png": data,
-                "preview_png": png_bytes(image),
+                "preview_png": image_png(image),
                 "preview_version": job.preview_version + 1,
                 "message": "done",
             }
         except Cancelled:
             outcome = {"state": "cancelled", "message": "cancelled"}
         except NormstyleError as error:
-            outcome = {"state": "failed", "message": _one_line(error)}
+            outcome = {"state": "failed", "message": one_line(error)}
         except Exception as error:  # a bug: the page gets one line, the log the traceback
             logger.exception("run %s failed", job.id)
             message = f"internal error ({type(error).__name__}); the server keeps serving"
@@ -248,17 +247,3 @@ class JobQueue:
 def busy_message(capacity: int) -> str:
     """What a page is told when the queue is full."""
     return f"busy: {capacity} runs are already queued; try again in a minute"
-
-
-def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
-    """``image`` as PNG bytes, with ``text`` in its tEXt chunks."""
-    info = PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, value)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
