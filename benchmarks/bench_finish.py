@@ -1,25 +1,30 @@
 """Time to a finished image, side by side with pastiche, and how stylised each output is.
 
-    make bench                                        # 4 pairs at 256 px, 2 at 512 px
-    .venv/bin/python benchmarks/bench_finish.py --pairs 1 --sizes 256   # a shorter run
+    make bench          # under an hour on 2 cores: see the Makefile for the pairs and sizes
+    make bench-512      # pastiche at 512 px too
+    .venv/bin/python benchmarks/bench_finish.py --pair PHOTO.jpg PAINTING.jpg --sizes 256
 
-For each content/style pair and size, three whole processes, one after the other:
+For each content/style pair and size, up to three whole processes, one after the other:
 - our reference: ``normstyle stylize --init noise --scales 1 --iterations 1000 --precision fp32``
   (the paper's set-up run to convergence; every other option at its default) — its final loss
-  is the pair's reference loss;
+  is the pair's reference loss. It is stored in benchmarks/results/finish-references.json,
+  keyed by the two files' bytes, the size and the objective's defaults and code, and reused
+  while those stay the same (``--fresh-references`` reruns it): it costs 5–10× our default run
+  and is not what is being timed;
 - our default: ``normstyle stylize`` with nothing but ``--size`` (and ``--seed``), as a first run
   on a new machine (no remembered kernel timings: it times them);
 - pastiche's default: ``python -m pastiche`` with nothing but ``--size`` (1000 L-BFGS steps
-  from the content image).
+  from the content image), on the pairs and sizes ``--pastiche-pairs``/``--pastiche-sizes`` pick.
 Each output is judged by our default objective re-evaluated in fp32 at full size ("finished":
 ≤ 1.05 × the reference loss) and by the neutral yardstick of benchmarks/yardstick.py (deep
 style left, content distance). Wall times are whole processes, start-up included.
-Results: benchmarks/results/finish.json and a Markdown table on stdout.
+Results: benchmarks/results/NAME.json (``--results``) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -31,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DATA, table, write_results
+from common import DATA, machine, table, write_results
 from normstyle.io.builtin import builtin_image
 from normstyle.io.decode import decoded
 from normstyle.io.resize import fit
@@ -52,8 +57,13 @@ PAIRS = {
 # A pair outside ../shared/data (--held-out): the demo's built-in images, written out as PNGs
 # so that pastiche reads them too.
 HELD_OUT = ("builtin:grace_hopper", "builtin:swirls")
+HELD_OUT_NAME = "grace_hopper×swirls (held out)"
 FINISHED = 1.05
 WORK = Path("benchmarks/results/finish")
+REFERENCES = Path(__file__).parent / "results" / "finish-references.json"
+RUNS = ("reference", "ours", "pastiche")
+OBJECTIVE_CODE = Path(__file__).resolve().parents[1] / "src" / "normstyle" / "style"
+OBJECTIVE_MODULES = ("options.py", "losses.py", "targets.py")
 
 
 def fp32_loss(content: Path, style: Path, image: Path, size: int) -> float:
@@ -95,62 +105,168 @@ def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) ->
     return timed([*command, *options, "--no-verbose"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=len(PAIRS), help="how many pairs [all]")
-    parser.add_argument("--sizes", default="256,512", help="long sides [256,512]")
-    parser.add_argument("--pairs-at-512", type=int, default=2, help="pairs run at 512 px [2]")
-    parser.add_argument(
-        "--held-out",
-        action="store_true",
-        help="add a pair outside ../shared/data (builtin:grace_hopper × builtin:swirls)",
-    )
-    parser.add_argument("--results", default="finish", help="results/NAME.json [finish]")
-    args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
-    pairs = {name: (DATA / content, DATA / style) for name, (content, style) in PAIRS.items()}
-    held_out = {}
+REFERENCE_FLAGS = (
+    "--init",
+    "noise",
+    "--scales",
+    "1",
+    "--iterations",
+    "1000",
+    "--precision",
+    "fp32",
+)
+
+
+def digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def reference_key(content: Path, style: Path, size: int) -> str:
+    """What a reference depends on: the two files, the size, the seed, the reference's flags,
+    every default option and the modules that define the objective (a changed default or loss
+    formula misses the cache; so does any edit of those modules, which at worst costs a rerun)."""
+    objective = repr(StyleOptions(long_side=size, progress=False))
+    objective += "".join(digest(OBJECTIVE_CODE / name) for name in OBJECTIVE_MODULES)
+    recipe = f"{size} seed 0 {' '.join(REFERENCE_FLAGS)} {objective}"
+    recipe_digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    return f"{digest(content)}-{digest(style)}-{size}-{recipe_digest}"
+
+
+def cached_references() -> dict[str, dict]:
+    """The stored references (benchmarks/results/finish-references.json), else none."""
+    try:
+        return json.loads(REFERENCES.read_text())["references"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def store_reference(key: str, entry: dict) -> None:
+    references = cached_references()
+    references[key] = entry
+    REFERENCES.write_text(json.dumps({"references": references}, indent=1, sort_keys=True) + "\n")
+
+
+def named_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path, bool]]:
+    """(name, content, style, always) for each pair asked for; ``always``: run at every size."""
+    chosen: list[tuple[str, Path, Path, bool]] = []
     if args.held_out:
         files = [WORK / f"held_out_{name.removeprefix('builtin:')}.png" for name in HELD_OUT]
         for name, path in zip(HELD_OUT, files):
             builtin_image(name).save(path)
-        held_out = {"grace_hopper×swirls (held out)": tuple(files)}
+        chosen.append((HELD_OUT_NAME, *files, True))
+    for content, style in args.pair or []:
+        content, style = Path(content), Path(style)
+        for path in (content, style):
+            if not path.is_file():
+                raise SystemExit(f"bench_finish.py: error: no such image file: {path}")
+        chosen.append((f"{content.stem}×{style.stem}", content, style, True))
+    shared = list(PAIRS.items())[: args.pairs]
+    chosen += [(name, DATA / content, DATA / style, False) for name, (content, style) in shared]
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=len(PAIRS), help="shared-data pairs [all 4]")
+    parser.add_argument("--sizes", default="256,512", help="long sides [256,512]")
+    parser.add_argument(
+        "--pairs-at-512", type=int, default=2, help="shared-data pairs run from 512 px up [2]"
+    )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="add a pair outside ../shared/data (builtin:grace_hopper × builtin:swirls), first",
+    )
+    parser.add_argument(
+        "--held-out-sizes", default=None, help="sizes at which the held-out pair runs [every size]"
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("CONTENT", "STYLE"),
+        help="add a pair of your own image files (repeatable); run at every size",
+    )
+    parser.add_argument(
+        "--pastiche-pairs",
+        type=int,
+        default=None,
+        help="run pastiche on the first N pairs of each size only (held-out and --pair first)"
+        " [all]",
+    )
+    parser.add_argument(
+        "--pastiche-sizes", default=None, help="sizes at which pastiche runs [every size]"
+    )
+    parser.add_argument(
+        "--fresh-references",
+        action="store_true",
+        help="rerun every reference, even where benchmarks/results/finish-references.json has it",
+    )
+    parser.add_argument("--results", default="finish", help="results/NAME.json [finish]")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pastiche_sizes = (
+        sizes if args.pastiche_sizes is None else [int(s) for s in args.pastiche_sizes.split(",")]
+    )
+    chosen = named_pairs(args)
+    if not chosen:
+        raise SystemExit("bench_finish.py: error: no pairs: give --pairs N, --held-out or --pair")
     results, rows = [], []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        count = args.pairs if size < 512 else min(args.pairs, args.pairs_at_512)
-        for pair, (content, style) in [*list(pairs.items())[:count], *held_out.items()]:
+    for size in sizes:
+        shared_at_size = len(PAIRS) if size < 512 else args.pairs_at_512
+        at_size = [p for p in chosen if p[3]] + [p for p in chosen if not p[3]][:shared_at_size]
+        if args.held_out_sizes is not None and str(size) not in args.held_out_sizes.split(","):
+            at_size = [p for p in at_size if p[0] != HELD_OUT_NAME]
+        for index, (pair, content, style, _) in enumerate(at_size):
             stem = WORK / f"{pair.split(' ')[0].replace('×', '_x_')}_{size}"
-            runs = {
-                "reference": ours(
-                    content,
-                    style,
-                    stem.with_name(stem.name + "_reference.png"),
-                    size,
-                    *["--init", "noise", "--scales", "1", "--iterations", "1000"],
-                    *["--precision", "fp32", "--no-progress"],
-                ),
-                "ours": ours(content, style, stem.with_name(stem.name + "_ours.png"), size),
-                "pastiche": pastiche(
-                    content, style, stem.with_name(stem.name + "_pastiche.png"), size
-                ),
+            image = {name: stem.with_name(f"{stem.name}_{name}.png") for name in RUNS}
+            entry: dict = {"pair": pair, "size": size, "runs": {}}
+            key = reference_key(content, style, size)
+            stored = None if args.fresh_references else cached_references().get(key)
+            if stored is None:
+                seconds = ours(
+                    content, style, image["reference"], size, *REFERENCE_FLAGS, "--no-progress"
+                )
+                loss = fp32_loss(content, style, image["reference"], size)
+                stored = {
+                    "seconds": seconds,
+                    "loss": loss,
+                    **measure(content, style, image["reference"]),
+                    "pair": pair,
+                    "measured": machine(),
+                }
+                store_reference(key, stored)
+                entry["runs"]["reference"] = {**stored, "cached": False}
+            else:
+                entry["runs"]["reference"] = {**stored, "cached": True}
+            seconds = ours(content, style, image["ours"], size)
+            entry["runs"]["ours"] = {
+                "seconds": seconds,
+                "loss": fp32_loss(content, style, image["ours"], size),
+                **measure(content, style, image["ours"]),
             }
-            entry = {"pair": pair, "size": size, "runs": {}}
-            reference = None
-            for name, seconds in runs.items():
-                image = stem.with_name(f"{stem.name}_{name}.png")
-                loss = fp32_loss(content, style, image, size)
-                reference = loss if name == "reference" else reference
-                judged = measure(content, style, image)
-                entry["runs"][name] = {"seconds": seconds, "loss": loss, **judged}
+            wanted = args.pastiche_pairs is None or index < args.pastiche_pairs
+            if wanted and size in pastiche_sizes:
+                seconds = pastiche(content, style, image["pastiche"], size)
+                entry["runs"]["pastiche"] = {
+                    "seconds": seconds,
+                    "loss": fp32_loss(content, style, image["pastiche"], size),
+                    **measure(content, style, image["pastiche"]),
+                }
+            reference = entry["runs"]["reference"]["loss"]
+            anchor = entry["runs"].get("pastiche", {}).get("seconds")
             for name, r in entry["runs"].items():
                 r["finished"] = r["loss"] <= FINISHED * reference
+                cached = r.get("cached")
                 rows.append(
                     [
                         pair,
                         size,
-                        name,
+                        name + (" (stored)" if cached else ""),
                         f"{r['seconds']:.0f}",
-                        f"{entry['runs']['pastiche']['seconds'] / r['seconds']:.2f}×",
+                        f"{anchor / r['seconds']:.2f}×" if anchor else "—",
                         f"{r['loss']:.4g}",
                         f"{r['loss'] / reference:.3f}",
                         "yes" if r["finished"] else "no",
@@ -160,6 +276,8 @@ def main() -> None:
                 )
             results.append(entry)
             print(json.dumps(entry), flush=True)
+            # Written after every pair: an interrupted run of hours keeps what it measured.
+            path = write_results(args.results, {"results": results})
     print(
         table(
             [
@@ -177,7 +295,10 @@ def main() -> None:
             rows,
         )
     )
-    path = write_results(args.results, {"results": results})
+    print(
+        "(stored): a reference measured earlier, with the same files, size and defaults;"
+        " its wall time is from the machine and date in the JSON, not this run"
+    )
     print(f"wrote {path}")
 
 
