@@ -140,6 +140,41 @@ def test_a_cancelled_run_ends_at_once_and_frees_the_queue(server: str) -> None:
     del state
 
 
+def test_the_event_stream_ends_on_the_state_it_sent() -> None:
+    """A run that ends just after the stream took its snapshot: the stream still sends the end
+    (it used to stop on the job's new state after sending the old one, so the page's last word
+    was "running" — seen as a flaky cancel test)."""
+    from fastapi.testclient import TestClient
+
+    from normstyle.web.app import create_app
+    from normstyle.web.form import Settings
+    from normstyle.web.jobs import Job, JobQueue
+
+    class EndsJustAfterASnapshot(Job):
+        def snapshot(self) -> dict:
+            taken = super().snapshot()
+            if self.state == "running":  # the worker cancels it right after the read
+                self.state, self.message = "cancelled", "cancelled"
+                self.version += 1
+            return taken
+
+    jobs = JobQueue()
+    try:
+        job = EndsJustAfterASnapshot(run=None, settings={}, command="", preview=None)
+        job.state = "running"
+        jobs.jobs[job.id] = job
+        client = TestClient(create_app(Settings(), jobs), base_url="http://127.0.0.1")
+        with client.stream("GET", f"/jobs/{job.id}/events") as stream:
+            states = [
+                json.loads(line[6:])["state"]
+                for line in stream.iter_lines()
+                if line.startswith("data: ")
+            ]
+        assert states == ["running", "cancelled"]
+    finally:
+        jobs.close()
+
+
 def test_a_port_in_use_is_one_line() -> None:
     handle = serve(port=0)
     try:

@@ -40,7 +40,7 @@ from normstyle.web.form import (
     job_from_form,
     read_form,
 )
-from normstyle.web.jobs import Busy, Job, JobQueue, busy_message
+from normstyle.web.jobs import ENDED_STATES, Busy, Job, JobQueue, busy_message
 
 # The header a request that changes something must carry (the page's fetch sends it).
 REQUEST_HEADER = "x-normstyle"
@@ -159,9 +159,13 @@ def create_app(settings: Settings, jobs: JobQueue) -> FastAPI:
             seen, quiet = -1, 0.0
             while True:
                 if job.version != seen:
-                    seen, quiet = job.version, 0.0
-                    yield f"data: {json.dumps(job.snapshot())}\n\n"
-                    if job.ended:
+                    # The stream ends on the state it sent, not on the job's state a moment
+                    # later: a run that ended between the two would leave the page's last
+                    # word "running" (seen in a test: a cancelled run that never said so).
+                    seen, snapshot = job.versioned_snapshot()
+                    quiet = 0.0
+                    yield f"data: {json.dumps(snapshot)}\n\n"
+                    if snapshot["state"] in ENDED_STATES:
                         return
                 elif quiet >= 15.0:
                     quiet = 0.0

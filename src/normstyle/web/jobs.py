@@ -38,6 +38,9 @@ class Busy(Exception):
     """The queue is full: the page is told to try again."""
 
 
+ENDED_STATES = ("done", "failed", "cancelled")  # a job in one of these never changes again
+
+
 class Cancelled(Exception):
     """Raised inside a run (from its step callback) when its job is cancelled."""
 
@@ -68,7 +71,7 @@ class Job:
 
     @property
     def ended(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
+        return self.state in ENDED_STATES
 
     def check(self) -> None:
         """Raise :class:`Cancelled` if the job was cancelled (called inside the run)."""
@@ -86,6 +89,13 @@ class Job:
             "message": self.message,
             "command": self.command,
         }
+
+    def versioned_snapshot(self) -> tuple[int, dict[str, Any]]:
+        """The version and the snapshot that goes with it, read together (an update changes
+        several fields, and a stream that read them one by one could see a run that is at once
+        running and ended)."""
+        with self.changed:
+            return self.version, self.snapshot()
 
     def update(self, **changes: Any) -> None:
         with self.changed:
