@@ -225,19 +225,6 @@ def test_jobs_are_handed_out_as_workers_free_up_not_all_at_once(folder: Path) ->
     assert all("broken.png" in o["record"]["error"] for o in [first, *rest])
 
 
-def test_a_signal_inside_the_written_together_block_takes_effect_after_it() -> None:
-    """Ctrl-C while a PNG and its record are written: both are written, then the interrupt."""
-    from normstyle.batch.runner import signals_deferred
-
-    reached = []
-    with pytest.raises(KeyboardInterrupt), signals_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)  # the signal is delivered here, and only noted
-        reached.append("after the signal")
-    assert reached == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
 @pytest.mark.slow
 def test_an_interrupted_batch_leaves_whole_files_and_resumes(folder: Path) -> None:
     path = manifest(

@@ -23,7 +23,7 @@ from PIL import Image
 import normstyle
 from nets import STYLIZE_BUILTINS
 from normstyle.cli import main
-from normstyle.cli.common import final_write
+from normstyle.io.files import final_write
 
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, not a stuck suite
 

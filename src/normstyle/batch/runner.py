@@ -9,12 +9,8 @@ hash is skipped: rerunning a batch resumes it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +21,7 @@ from tqdm.auto import tqdm
 from normstyle.batch.engines import run_local, run_ray, split
 from normstyle.batch.manifest import BatchJob, ManifestError
 from normstyle.batch.work import HASH_KEY, payload
-from normstyle.io.files import atomic_write
+from normstyle.io.files import atomic_write, final_write
 
 RESULTS = "results.jsonl"
 # Memory one worker may need for a default run (its network, a 512 px run and its targets): the
@@ -141,7 +137,9 @@ def run_batch(
     ) as bar:
         for outcome in outcomes:
             record = outcome["record"]
-            with signals_deferred():  # a PNG and its record: both written, or neither
+            # A PNG and its record: both written, or neither (Ctrl-C between them used to leave
+            # a finished PNG recorded as not done).
+            with final_write(finish=False):
                 if outcome["png"] is not None:
                     output = outdir / f"{record['name']}.png"
                     data = outcome["png"]
@@ -160,33 +158,6 @@ def run_batch(
         summary.engine = f"on {report[0]}; {threads} CPU{'s' if threads != 1 else ''} a job"
     summary.records = list(records.values())
     return summary
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends (through the
-    handlers that were in place), so that what the block writes is written whole: a Ctrl-C
-    between a job's PNG and its record used to leave a finished PNG recorded as not done.
-    Outside the main thread (where no handler can be set) the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    noted: list[int] = []
-    previous = {
-        number: signal.signal(number, lambda signum, _frame: noted.append(signum))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if noted:
-        handler = previous[noted[-1]]
-        if callable(handler):
-            handler(noted[-1], None)
-        elif handler == signal.SIG_DFL:
-            raise KeyboardInterrupt
 
 
 def say_failures(summary: Summary) -> None:

@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from normstyle.cli.common import final_write, say, seed
+from normstyle.cli.common import say, seed
 from normstyle.errors import NormstyleError
-from normstyle.io.files import check_folder, check_target
+from normstyle.io.files import check_folder, check_target, final_write
 from normstyle.lab import EXPERIMENTS, OUTPUTS
 
 NAME = "lab"

@@ -11,11 +11,11 @@ import argparse
 from normstyle.cli.common import (
     add_choice,
     add_folder_options,
-    final_write,
     image_folder,
     require,
     say,
 )
+from normstyle.io.files import final_write
 from normstyle.nets.files import check_network_targets, save_network, sidecar_path
 from normstyle.normalization.calibrate import (
     calibration_table,

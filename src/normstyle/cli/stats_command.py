@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from normstyle.cli.common import add_choice, add_folder_options, final_write, image_folder, say
+from normstyle.cli.common import add_choice, add_folder_options, image_folder, say
 from normstyle.errors import OptionError
+from normstyle.io.files import final_write
 from normstyle.registry import DEFAULT_WEIGHTS, compared_networks, get_weights
 from normstyle.statistics.diagnostics import folder_reports
 from normstyle.statistics.report import check_report_folder, markdown, write_report

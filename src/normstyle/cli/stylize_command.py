@@ -17,7 +17,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from normstyle.cli.common import (
-    final_write,
     float_list,
     layer_weights,
     non_negative_float,
@@ -26,6 +25,7 @@ from normstyle.cli.common import (
     say,
     seed,
 )
+from normstyle.io.files import final_write
 from normstyle.io.save import save_image
 from normstyle.style.intermediates import check_outputs
 from normstyle.style.options import StyleOptions

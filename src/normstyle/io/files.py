@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import signal
 import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -167,3 +169,33 @@ def atomic_write_many(items: Sequence[tuple[Path, Callable[[IO[bytes]], object]]
             Path(temporary).unlink(missing_ok=True)
         raise
     return [path for path, _ in items]
+
+
+@contextlib.contextmanager
+def final_write(finish: bool = True) -> Iterator[None]:
+    """Around the writing of results that belong together (a command's files; a batch job's PNG
+    and its record): Ctrl-C and SIGTERM wait until they are all in place (never half a set of
+    them), and with ``finish`` the command then completes (its summary printed, exit 0) rather
+    than report an interruption that lost nothing; without it, a signal that came meanwhile is
+    acted on once they are in place. ``normstyle.cli.main`` restores the handlers when the
+    command returns."""
+    # Python-level handlers that only note the signal, not a blocked signal mask: the mask is
+    # per thread, and the kernel hands a process's signal to any thread that does not block it
+    # (torch's worker threads), whose C handler still runs the main thread's Python handler.
+    noted: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: nothing to defer
+            previous[signum] = signal.signal(signum, lambda number, _frame: noted.append(number))
+    written = False
+    try:
+        yield
+        written = True
+    finally:
+        for signum, handler in previous.items():
+            # After a complete write with ``finish``, later signals (and the noted ones) are
+            # dropped; otherwise the command's own handlers come back and a noted signal acts.
+            restored = signal.SIG_DFL if handler is None else handler  # None: set from C
+            signal.signal(signum, signal.SIG_IGN if written and finish else restored)
+    if noted and not finish and previous:
+        signal.raise_signal(noted[-1])
