@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from normstyle.style.optimizer import BLOW_UP, GIVE_UP, LBFGS, Adam, minimize
+from normstyle.style.optimizer import BLOW_UP, GIVE_UP, LBFGS, MAX_BACKTRACKS, Adam, minimize
 from normstyle.style.precision import GradientScale
 
 UNIT = 1.0  # one grey level in the fake losses' units
@@ -223,9 +223,68 @@ def test_blow_up_threshold_is_relative_to_the_last_accepted_loss() -> None:
     def objective(x: torch.Tensor, need_grad: bool):
         return torch.tensor(next(values)), torch.ones_like(x), None
 
-    result = minimize(objective, torch.zeros(2), 3, LBFGS(UNIT))
-    # ×BLOW_UP exactly is accepted; just above it the step is rejected.
+    # Adam (no line search): ×BLOW_UP exactly is accepted; just above it the step is rejected.
+    result = minimize(objective, torch.zeros(2), 3, Adam(UNIT))
     assert result.rejected == 1 and result.losses == [20.0, 20.0, 1.0]
+
+
+def test_an_lbfgs_step_uphill_is_retried_at_the_line_minimum_of_a_quadratic(caplog) -> None:
+    # f(x) = ½ xᵀAx + 1 with A = diag(1, 3), from x₀ = (1, 1): the first step (steepest, its
+    # largest pixel move 2.25 grey levels) overshoots, f(x₁) ≈ 3.41 > f(x₀) = 3, within the
+    # blow-up guard. Along a line a quadratic is its own quadratic interpolation, so the retry
+    # must land on the exact line minimum x₀ − t*·g, t* = gᵀg / gᵀAg (closed form).
+    a = torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    calls: list[torch.Tensor] = []
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        calls.append(x.clone())
+        return 0.5 * x @ a @ x + 1.0, a @ x, None
+
+    start = torch.ones(2, dtype=torch.float64)
+    g = a @ start
+    with caplog.at_level(logging.WARNING, logger="normstyle"):
+        result = minimize(objective, start, 2, LBFGS(pixel_unit=1.0, learning_rate=2.25))
+    first = float(objective(calls[1], False)[0])
+    assert 3.0 < first <= BLOW_UP * 3.0  # the precondition: uphill, not a blow-up
+    line_minimum = start - float(g @ g) / float(g @ a @ g) * g
+    torch.testing.assert_close(calls[2], line_minimum, rtol=1e-12, atol=1e-12)
+    assert result.backtracks == 1 and result.rejected == 0 and not caplog.records
+    assert result.losses == [3.0, pytest.approx(float(objective(line_minimum, False)[0]))]
+
+
+def rosenbrock(x: torch.Tensor, need_grad: bool):
+    """Rosenbrock's banana valley in 2-D, the classic on which unit quasi-Newton steps overshoot."""
+    value = 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2
+    grad = torch.stack(
+        [-400.0 * x[0] * (x[1] - x[0] ** 2) - 2.0 * (1.0 - x[0]), 200.0 * (x[1] - x[0] ** 2)]
+    )
+    return value, grad if need_grad else None, None
+
+
+def test_lbfgs_never_accepts_a_higher_loss_but_adam_may() -> None:
+    start = torch.tensor([-1.2, 1.0], dtype=torch.float64)
+    lbfgs = minimize(rosenbrock, start, 200, LBFGS(pixel_unit=0.1))
+    assert all(b <= a for a, b in zip(lbfgs.losses, lbfgs.losses[1:]))
+    assert lbfgs.backtracks > 0  # it did have to retry steps
+    assert float((lbfgs.x - torch.ones(2, dtype=torch.float64)).norm()) < 1e-6  # the minimum (1, 1)
+    adam = minimize(rosenbrock, start, 200, Adam(pixel_unit=0.1, learning_rate=1.0))
+    assert any(b > a for a, b in zip(adam.losses, adam.losses[1:]))
+
+
+def test_a_direction_that_stays_uphill_is_rejected_after_the_shorter_tries() -> None:
+    # Every evaluation after the first reports a loss 50% above the start's: no shorter step
+    # helps, so after MAX_BACKTRACKS tries the step is rejected and the history cleared.
+    values = iter([10.0] + [15.0] * (MAX_BACKTRACKS + 1))
+
+    def objective(x: torch.Tensor, need_grad: bool):
+        return torch.tensor(next(values), dtype=torch.float64), x - 3.0, None
+
+    result = minimize(
+        objective, torch.zeros(4, dtype=torch.float64), MAX_BACKTRACKS + 1, LBFGS(UNIT)
+    )
+    assert result.backtracks == MAX_BACKTRACKS and result.rejected == 1
+    assert "still above the last accepted" in result.events[0]
+    assert result.losses == [10.0] * (MAX_BACKTRACKS + 1) and result.iteration == 0
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,8 @@ def optimize(
         return terms.total, grad, terms
 
     if options.optimizer == "lbfgs":
-        # No line search, one evaluation per iteration (see style/optimizer.py).
+        # Unit steps, one evaluation per iteration; a step uphill is retried shorter by the
+        # next evaluation (see style/optimizer.py).
         stepper: PixelOptimizer = LBFGS(prep.pixel_unit, options.step_size(), history)
     else:
         stepper = Adam(prep.pixel_unit, options.step_size())
