@@ -279,11 +279,13 @@ def test_a_direction_that_stays_uphill_is_rejected_after_the_shorter_tries() -> 
     def objective(x: torch.Tensor, need_grad: bool):
         return torch.tensor(next(values), dtype=torch.float64), x - 3.0, None
 
-    result = minimize(
-        objective, torch.zeros(4, dtype=torch.float64), MAX_BACKTRACKS + 1, LBFGS(UNIT)
-    )
+    lbfgs = LBFGS(UNIT)
+    result = minimize(objective, torch.zeros(4, dtype=torch.float64), MAX_BACKTRACKS + 1, lbfgs)
     assert result.backtracks == MAX_BACKTRACKS and result.rejected == 1
-    assert "still above the last accepted" in result.events[0]
+    assert lbfgs.previous is None and not lbfgs.pairs  # the history was cleared
+    assert (
+        f"still above the last accepted after {MAX_BACKTRACKS} shorter tries" in (result.events[0])
+    )
     assert result.losses == [10.0] * (MAX_BACKTRACKS + 1) and result.iteration == 0
 
 

@@ -205,7 +205,7 @@ def handle(args: argparse.Namespace) -> int:
     if result.events:
         print(
             f"normstyle stylize: note: the optimiser rejected {len(result.events)} step(s) that"
-            " made the loss blow up (--verbose lists them)",
+            " made the loss blow up or would not lower it (--verbose lists them)",
             file=sys.stderr,
         )
     if result.stopped:

@@ -93,9 +93,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class LBFGS:
-    """L-BFGS (Nocedal & Wright, *Numerical Optimization*, Alg. 7.4) with unit steps and no line
-    search, except that a step without curvature history is scaled to ``first_step`` pixel
-    units at most (see the module docstring for why)."""
+    """L-BFGS (Nocedal & Wright, *Numerical Optimization*, Alg. 7.4) with unit steps, except that
+    a step without curvature history is scaled to ``first_step`` pixel units at most (see the
+    module docstring for why); :func:`minimize` retries a step that goes uphill shorter."""
 
     line_search = True
 
@@ -294,13 +294,15 @@ def minimize(
             rejections += 1
             result.rejected += 1
             radius = 0.5 * peak
-            retry, backtracks = None, 0
             if not finite:
                 what = "not finite"
             elif not within_guard:
                 what = f"more than {blow_up:g}× the last accepted"
+            elif backtracks:
+                what = f"still above the last accepted after {backtracks} shorter tries"
             else:
-                what = "still above the last accepted, after shorter tries"
+                what = "above the last accepted, and uphill along the step"
+            retry, backtracks = None, 0
             event = (
                 f"iteration {iteration}: loss {value:.4g} ({what}, {good_value:.4g}): step"
                 " rejected; back to the last accepted image, curvature history cleared, steps"
@@ -315,7 +317,8 @@ def minimize(
         if rejections >= give_up:
             result.stopped = (
                 f"stopped at iteration {iteration} of {iterations}: {rejections} steps in a row"
-                " made the loss non-finite or blow up, even at small steps; kept the best image"
+                " made the loss non-finite, blow up or fail to go down, even at small steps;"
+                " kept the best image"
                 f" (iteration {result.iteration}, loss {result.loss:.4g}). Try --precision fp32"
                 " or a lower --learning-rate"
             )
