@@ -247,11 +247,22 @@ def test_coarse_to_fine_levels_and_intermediate_names(tmp_path: Path) -> None:
 
 
 def test_scales_auto_is_coarse_to_fine_only_for_auto_runs_of_a_useful_size() -> None:
-    from normstyle.style.options import AUTO_COARSE_ITERATIONS, AUTO_MAX_ITERATIONS
+    from normstyle.style.options import (
+        AUTO_COARSE_ITERATIONS,
+        AUTO_COARSE_MAX_ITERATIONS,
+        AUTO_MAX_ITERATIONS,
+    )
+    from normstyle.style.stopping import FINISHED, SETTLED
 
     auto = StyleOptions(long_side=256)
     assert auto.scales == "auto" and auto.level_long_sides() == [128, 256]
-    assert auto.level_budgets() == [(AUTO_COARSE_ITERATIONS, False), (AUTO_MAX_ITERATIONS, True)]
+    # the coarse level runs until it settles (at least 100), the last until the image is finished
+    assert auto.level_budgets() == [
+        (AUTO_COARSE_MAX_ITERATIONS, SETTLED),
+        (AUTO_MAX_ITERATIONS, FINISHED),
+    ]
+    assert SETTLED.minimum == AUTO_COARSE_ITERATIONS and SETTLED.tolerance > FINISHED.tolerance
+    assert StyleOptions(long_side=256, coarse_iterations=7).level_budgets()[0] == (7, None)
     assert StyleOptions(long_side=255).level_long_sides() == [255]
     # a count given is run exactly, at one level; --paper is one level too
     assert StyleOptions(long_side=512, iterations=300).level_iterations() == [300]
@@ -267,6 +278,27 @@ def test_scales_auto_is_coarse_to_fine_only_for_auto_runs_of_a_useful_size() -> 
     for bad in (0, -1, "two", True):
         with pytest.raises(OptionError, match="scales must be a positive integer or 'auto'"):
             StyleOptions(scales=bad)
+
+
+@pytest.mark.vgg
+def test_each_auto_level_ends_by_its_own_stopping_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coarse level stops by SETTLED, the last by FINISHED, each within its own cap."""
+    import normstyle.style.options as style_options
+    from normstyle.style.stopping import StoppingRule
+    from normstyle.style.transfer import run
+
+    always = dict(window=2, tolerance=1e9)  # a rule that holds as soon as ``minimum`` is reached
+    monkeypatch.setattr(style_options, "SETTLED", StoppingRule(**always, minimum=3))
+    monkeypatch.setattr(style_options, "FINISHED", StoppingRule(**always, minimum=5))
+    options = StyleOptions(long_side=64, scales=2, seed=0, progress=False, precision="fp32")
+    result = run("builtin:grace_hopper", "builtin:swirls", options)
+    assert len(result.losses) == 3 + 5
+    # a coarse level that never settles runs to its cap, the count given is exact
+    monkeypatch.setattr(style_options, "SETTLED", StoppingRule(window=2, tolerance=-1, minimum=3))
+    monkeypatch.setattr(style_options, "AUTO_COARSE_MAX_ITERATIONS", 6)
+    assert len(run("builtin:grace_hopper", "builtin:swirls", options).losses) == 6 + 5
+    options.coarse_iterations = 2
+    assert len(run("builtin:grace_hopper", "builtin:swirls", options).losses) == 2 + 5
 
 
 def test_fp16_overflow_past_the_retries_gives_a_non_finite_gradient(small_vgg: VGG) -> None:

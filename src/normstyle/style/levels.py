@@ -15,6 +15,7 @@ from normstyle.runtime.precision import Runtime
 from normstyle.style.bands import network_geometry
 from normstyle.style.optimizer import LBFGS_HISTORY
 from normstyle.style.options import StyleOptions
+from normstyle.style.stopping import StoppingRule
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class Level:
 
     long_side: int
     style_long_side: int
-    iterations: int  # exactly, or at most where ``auto``
-    auto: bool = False  # the stopping rule may end the level sooner
+    iterations: int  # exactly, or at most where there is a ``rule``
+    rule: StoppingRule | None = None  # the stopping rule that may end the level sooner
     history: int = LBFGS_HISTORY  # L-BFGS curvature pairs kept (fewer where memory is short)
     tile: tuple[int, int] | None = None  # own (rows, columns) of each tile, where tiled
 
@@ -64,7 +65,7 @@ def plan_levels(
     budget = memory_budget(options.max_memory_bytes())
     levels = []
     count = options.level_count()
-    for index, (size, (iterations, auto)) in enumerate(
+    for index, (size, (iterations, rule)) in enumerate(
         zip(options.level_long_sides(), options.level_budgets()), start=1
     ):
         where = f" at level {index} of {count}" if count > 1 else ""
@@ -110,7 +111,7 @@ def plan_levels(
             tile = plan.tile
         elif options.tile is not None and (options.tile < height or options.tile < width):
             tile = (min(options.tile, height), min(options.tile, width))
-        levels.append(Level(size, style_size, iterations, auto, history, tile))
+        levels.append(Level(size, style_size, iterations, rule, history, tile))
     return levels
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from normstyle.errors import OptionError
 from normstyle.runtime.convolutions import CONVOLUTION_CHOICES, ConvolutionChoice
 from normstyle.runtime.precision import DeviceChoice, PrecisionChoice
+from normstyle.style.stopping import FINISHED, SETTLED, StoppingRule
 
 # Gatys et al. 2016, §3: content at conv4_2, style on conv1_1 … conv5_1 with w_l = 1/5.
 # Named after the ReLU: the paper's feature maps F^l are the rectified responses.
@@ -35,11 +36,15 @@ def _option(
 MAX_ITERATIONS = 1_000_000
 # The most iterations an 'auto' level runs if the stopping rule has not ended it before.
 AUTO_MAX_ITERATIONS = 1000
-# --scales auto: a half-size level first, for this many iterations, when the output is at least
-# this large and --iterations is auto. Measured on 4 pairs at 256 px (README, Speed): the full-size
-# level then reaches a finished image in 123–183 iterations instead of 199–281, and its stopping
-# rule ends ~1–2% lower, for ~30 full-size iterations' worth of coarse work.
+# --scales auto: a half-size level first when the output is at least AUTO_SCALES_MIN_SIDE and
+# --iterations is auto. It runs at least AUTO_COARSE_ITERATIONS — measured on 4 pairs at 256 px
+# (README, Speed): the full-size level then reaches a finished image in 123–183 iterations
+# instead of 199–281, for ~30 full-size iterations' worth of coarse work — and on until its large
+# structure has settled (style/stopping.py: SETTLED), at most AUTO_COARSE_MAX_ITERATIONS: on a
+# pair whose half-size loss still falls fast after 100 iterations, each further half-size
+# iteration (a quarter of a full-size one's work) saves more than one at full size.
 AUTO_COARSE_ITERATIONS = 100
+AUTO_COARSE_MAX_ITERATIONS = 400
 AUTO_SCALES_MIN_SIDE = 256
 # A style image larger than this multiple of the output only adds upsampled pixels (and memory:
 # --style-scale 100 once asked for a 6400 px style image beside a 64 px output).
@@ -134,8 +139,9 @@ class StyleOptions:
     )
     coarse_iterations: int | None = _option(
         None,
-        f"iterations at each coarser level (default: {AUTO_COARSE_ITERATIONS} with --iterations"
-        " auto, else the same as --iterations)",
+        "iterations at each coarser level, exactly (default with --iterations auto: until its"
+        f" loss settles, {AUTO_COARSE_ITERATIONS}–{AUTO_COARSE_MAX_ITERATIONS}; else the same as"
+        " --iterations)",
     )
     weights: str = _option("vgg19-caffe", "weight source id or file (the paper: Caffe VGG-19)")
     normalize: bool = _option(True, "use the weights' mean-normalised variant, as the paper does")
@@ -332,19 +338,20 @@ class StyleOptions:
 
     def level_iterations(self) -> list[int]:
         """Iterations at each level, coarsest first: the count given, or for an 'auto' level the
-        most it may run (:data:`AUTO_MAX_ITERATIONS`)."""
-        return [AUTO_MAX_ITERATIONS if auto else count for count, auto in self.level_budgets()]
+        most it may run (:data:`AUTO_MAX_ITERATIONS`, :data:`AUTO_COARSE_MAX_ITERATIONS`)."""
+        return [count for count, _ in self.level_budgets()]
 
-    def level_budgets(self) -> list[tuple[int, bool]]:
-        """Per level, coarsest first: (iterations, whether the stopping rule may end it
-        sooner). A count given is run exactly."""
-        final = (
-            (AUTO_MAX_ITERATIONS, True) if self.iterations == "auto" else (self.iterations, False)
-        )
+    def level_budgets(self) -> list[tuple[int, StoppingRule | None]]:
+        """Per level, coarsest first: (iterations, the stopping rule that may end it sooner, or
+        None). A count given is run exactly."""
+        final: tuple[int, StoppingRule | None] = (AUTO_MAX_ITERATIONS, FINISHED)
+        if self.iterations != "auto":
+            final = (self.iterations, None)
+        coarse: tuple[int, StoppingRule | None]
         if self.coarse_iterations is not None:
-            coarse = (self.coarse_iterations, False)
+            coarse = (self.coarse_iterations, None)
         elif self.iterations == "auto":
-            coarse = (AUTO_COARSE_ITERATIONS, False)
+            coarse = (AUTO_COARSE_MAX_ITERATIONS, SETTLED)
         else:
             coarse = final
         return [coarse] * (self.level_count() - 1) + [final]

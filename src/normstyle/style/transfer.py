@@ -49,7 +49,6 @@ from normstyle.style.intermediates import intermediate_saver
 from normstyle.style.levels import plan_levels
 from normstyle.style.loop import StepCallback, optimize
 from normstyle.style.options import StyleOptions
-from normstyle.style.stopping import StoppingRule
 from normstyle.style.targets import blend_weights, build_loss
 
 
@@ -227,7 +226,6 @@ def run(
             recolour = functools.partial(keep_luminance, content=content_rgb)
         saver = intermediate_saver(options, prep, output, done, written, recolour)
         callbacks = [cb for cb in (on_step, saver) if cb]
-        rule = StoppingRule() if level.auto else None
         result = optimize(
             model,
             loss,
@@ -237,7 +235,7 @@ def run(
             prep,
             runtime,
             callbacks,
-            rule,
+            level.rule,
             project=grey_projection(prep.scale, prep.std) if luminance_only else None,
             history=level.history,
             bands=bands,
