@@ -37,13 +37,12 @@ MAX_ITERATIONS = 1_000_000
 # The most iterations an 'auto' level runs if the stopping rule has not ended it before.
 AUTO_MAX_ITERATIONS = 1000
 # --scales auto: a half-size level first when the output is at least AUTO_SCALES_MIN_SIDE and
-# --iterations is auto. It runs at least AUTO_COARSE_ITERATIONS — measured on 4 pairs at 256 px
-# (README, Speed): the full-size level then reaches a finished image in 123–183 iterations
-# instead of 199–281, for ~30 full-size iterations' worth of coarse work — and on until its large
-# structure has settled (style/stopping.py: SETTLED), at most AUTO_COARSE_MAX_ITERATIONS: on a
-# pair whose half-size loss still falls fast after 100 iterations, each further half-size
-# iteration (a quarter of a full-size one's work) saves more than one at full size.
-AUTO_COARSE_ITERATIONS = 100
+# --iterations is auto. It runs until its large structure has settled (style/stopping.py:
+# SETTLED), at least SETTLED.minimum iterations — measured on 4 pairs at 256 px (README, Speed):
+# the full-size level then reaches a finished image in 123–183 iterations instead of 199–281, for
+# ~30 full-size iterations' worth of coarse work — and at most AUTO_COARSE_MAX_ITERATIONS: on
+# china.jpg × flower.jpg, whose half-size loss still fell fast after 100 iterations, 200 more
+# half-size iterations (each a quarter of a full-size one's work) saved 225 at full size.
 AUTO_COARSE_MAX_ITERATIONS = 400
 AUTO_SCALES_MIN_SIDE = 256
 # A style image larger than this multiple of the output only adds upsampled pixels (and memory:
@@ -140,7 +139,7 @@ class StyleOptions:
     coarse_iterations: int | None = _option(
         None,
         "iterations at each coarser level, exactly (default with --iterations auto: until its"
-        f" loss settles, {AUTO_COARSE_ITERATIONS}–{AUTO_COARSE_MAX_ITERATIONS}; else the same as"
+        f" loss settles, {SETTLED.minimum}–{AUTO_COARSE_MAX_ITERATIONS}; else the same as"
         " --iterations)",
     )
     weights: str = _option("vgg19-caffe", "weight source id or file (the paper: Caffe VGG-19)")
