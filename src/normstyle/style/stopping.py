@@ -45,5 +45,4 @@ FINISHED = StoppingRule()
 # 139%. With 25% the half-size level ran 100–121 iterations on four of the five (their
 # full-size levels −4 to +5 iterations, where measured) and 290 on china × flower, whose
 # full-size level then took 344 iterations instead of 559.
-COARSE_TOLERANCE = 0.25
-SETTLED = StoppingRule(window=50, tolerance=COARSE_TOLERANCE, minimum=100)
+SETTLED = StoppingRule(window=50, tolerance=0.25, minimum=100)
