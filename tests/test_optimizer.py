@@ -327,6 +327,11 @@ def test_the_stopping_rule_against_its_definition() -> None:
     flat = [5.0] * 11
     assert not StoppingRule(window=10, tolerance=0.0, minimum=5)(flat[:10])  # window not full
     assert StoppingRule(window=10, tolerance=0.0, minimum=5)(flat)
+    # Messages quote the tolerance as given, not rounded to one decimal (1.75% is not "1.8%").
+    assert StoppingRule(window=50, tolerance=0.0175, minimum=100).describe() == (
+        "the loss fell by less than 1.75% over 50 iterations"
+    )
+    assert "less than 25% over" in StoppingRule(window=50, tolerance=0.25, minimum=1).describe()
 
 
 def test_a_finished_run_stops_early_and_keeps_its_best_image() -> None:

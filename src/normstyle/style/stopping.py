@@ -28,9 +28,9 @@ from dataclasses import dataclass
 class StoppingRule:
     """Stop when ``(loss[i − window] − loss[i]) ≤ tolerance · loss[i]``, from ``minimum`` on."""
 
-    window: int = 50
-    tolerance: float = 0.0175
-    minimum: int = 100
+    window: int
+    tolerance: float
+    minimum: int
 
     def __call__(self, losses: Sequence[float]) -> bool:
         """Whether the run that produced ``losses`` (one per iteration) may stop now."""
