@@ -15,6 +15,10 @@ feature map — measured, per layer:
 - Intel Xeon model 207, AVX-512-BF16 without AMX (2026-12-03): Winograd won from conv3_1 on
   (1.4–2.6× at 256 px), and a bf16 iteration took 1.9× the fp32 one (oneDNN's avx512_core_bf16
   kernels ran at 150 GFLOP/s against 230–265 in fp32).
+- AMD EPYC Zen 4 (2026-12-07), Winograd in bf16: F(4×4) 1.4–2.4× faster per layer than
+  oneDNN's bf16 direct conv, but with ten times its error (2.7e-2 against 2.9e-3, relative to
+  float64), and default runs with it stopped unfinished (1.08–1.09 × the reference on tubingen ×
+  starry_night; README, Speed). So Winograd runs in fp32 only.
 
 So each layer shape is timed once, forward and backward to the input as the loop runs them, and
 the timings are remembered (:mod:`normstyle.runtime.tuning`): ``auto`` reads them (timing only
