@@ -52,8 +52,14 @@ MIN_CHANNELS = 16
 # narrower margin would flip on timing noise.
 MARGIN = 0.9
 # bf16 is chosen only where the timed convs take at most this fraction of their fp32 time (with
-# each fp32 layer on its faster kernel): bf16 also costs the casts around the fp32 first conv.
-BF16_MARGIN = 0.85
+# each fp32 layer on its faster kernel), so that timing noise does not pick bf16 where it gains
+# nothing (it also costs the casts around the fp32 first conv). 0.85 until 2026-12-07: on a Zen 4
+# whose bf16 convs were timed at 0.82–0.90 of fp32's (one pass per kernel; three passes gave the
+# same spread) it picked fp32 in about one fresh run in two, though whole runs took 0.79 (256 px,
+# default schedule: 69 s against 87 s) and 0.83 (512 px, 25 iterations) of fp32's time there —
+# the casts cost less than the margin assumed. At 0.95 the choice no longer flips on that CPU,
+# and a CPU whose bf16 is slower (the Xeon above: 1.9×) is far from it.
+BF16_MARGIN = 0.95
 # Feature maps larger than this (positions of one image) are not timed and stay direct: the
 # timing itself would take seconds and gigabytes, and Winograd lost on every map past 256²
 # measured (0.3–0.7×).
