@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -93,35 +94,54 @@ def fp32_loss(content: Path, style: Path, image: Path, size: int) -> float:
     return float(evaluate(model, loss, x, runtime).total)
 
 
-def judged(content: Path, style: Path, image: Path, size: int, seconds: float) -> dict:
-    """A run's wall time, its fp32 loss under our objective and the yardstick's verdict."""
+def judged(content: Path, style: Path, image: Path, size: int, run: tuple[float, dict]) -> dict:
+    """A run's wall time and what it reported of itself, its fp32 loss under our objective and
+    the yardstick's verdict."""
+    seconds, reported = run
     return {
         "seconds": seconds,
+        **reported,
         "loss": fp32_loss(content, style, image, size),
         **measure(content, style, image),
     }
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> float:
-    """Wall time of a whole process (which must succeed)."""
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Wall time of a whole process (which must succeed), and what it printed on stdout."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, env=env)
+    return time.perf_counter() - start, done.stdout
 
 
-def ours(content: Path, style: Path, out: Path, size: int, *options: str) -> float:
+# Our CLI's last line: "wrote OUT (W×H, N iterations, [in BANDS,] DEVICE, PRECISION, S s, …".
+WROTE = re.compile(r"^wrote .* \(\d+×\d+, (\d+) iterations,(?: in [^,]*,)? (\w+), (\w+), ", re.M)
+
+
+def reported(stdout: str) -> dict:
+    """The iterations and precision our CLI says a run took (which precision a run takes can
+    depend on kernel timings, so the benchmark records it: README, Speed), else nothing."""
+    match = WROTE.search(stdout)
+    if match is None:
+        return {}
+    return {"iterations": int(match[1]), "device": match[2], "precision": match[3]}
+
+
+def ours(content: Path, style: Path, out: Path, size: int, *options: str) -> tuple[float, dict]:
     """Our CLI as a first run on a new machine: with an empty kernel-timings cache (see
-    runtime/tuning.py), so the time includes timing this machine's kernels."""
+    runtime/tuning.py), so the time includes timing this machine's kernels. Returns the wall
+    time and what the run reported (:func:`reported`)."""
     command = [sys.executable, "-m", "normstyle", "stylize", str(content), str(style)]
     command += ["-o", str(out), "--size", str(size), "--seed", "0", *options]
     with tempfile.TemporaryDirectory(prefix="normstyle-cache-") as cache:
-        return timed(command, {**os.environ, "NORMSTYLE_CACHE": cache})
+        seconds, stdout = timed(command, {**os.environ, "NORMSTYLE_CACHE": cache})
+    return seconds, reported(stdout)
 
 
-def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) -> float:
+def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) -> tuple[float, dict]:
     command = [sys.executable, "-m", "pastiche", "--content", str(content), "--styles"]
     command += [str(style), "-o", str(out), "--size", str(size), "--device", "cpu", "--seed", "0"]
-    return timed([*command, *options, "--no-verbose"])
+    seconds, _ = timed([*command, *options, "--no-verbose"])
+    return seconds, {}
 
 
 REFERENCE_FLAGS = (
@@ -246,21 +266,21 @@ def main() -> None:
             key = reference_key(content, style, size)
             stored = None if args.fresh_references else cached_references().get(key)
             if stored is None:
-                seconds = ours(
+                run = ours(
                     content, style, image["reference"], size, *REFERENCE_FLAGS, "--no-progress"
                 )
-                stored = judged(content, style, image["reference"], size, seconds)
+                stored = judged(content, style, image["reference"], size, run)
                 stored.update(pair=pair, measured=machine())
                 store_reference(key, stored)
                 entry["runs"]["reference"] = {**stored, "cached": False}
             else:
                 entry["runs"]["reference"] = {**stored, "cached": True}
-            seconds = ours(content, style, image["ours"], size)
-            entry["runs"]["ours"] = judged(content, style, image["ours"], size, seconds)
+            run = ours(content, style, image["ours"], size)
+            entry["runs"]["ours"] = judged(content, style, image["ours"], size, run)
             wanted = args.pastiche_pairs is None or index < args.pastiche_pairs
             if wanted and size in pastiche_sizes:
-                seconds = pastiche(content, style, image["pastiche"], size)
-                entry["runs"]["pastiche"] = judged(content, style, image["pastiche"], size, seconds)
+                run = pastiche(content, style, image["pastiche"], size)
+                entry["runs"]["pastiche"] = judged(content, style, image["pastiche"], size, run)
             reference = entry["runs"]["reference"]["loss"]
             anchor = entry["runs"].get("pastiche", {}).get("seconds")
             for name, r in entry["runs"].items():
@@ -271,6 +291,7 @@ def main() -> None:
                         pair,
                         size,
                         name + (" (stored)" if cached else ""),
+                        f"{r['iterations']}, {r['precision']}" if "precision" in r else "—",
                         f"{r['seconds']:.0f}",
                         f"{anchor / r['seconds']:.2f}×" if anchor else "—",
                         f"{r['loss']:.4g}",
@@ -290,6 +311,7 @@ def main() -> None:
                 "pair",
                 "px",
                 "run",
+                "iterations, precision",
                 "wall s",
                 "vs pastiche",
                 "loss (fp32)",

@@ -50,3 +50,20 @@ def test_store_and_read_back(tmp_path, monkeypatch):
     assert bench_finish.cached_references() == {"a": {"loss": 1.5}, "b": {"loss": 2.5}}
     (tmp_path / "refs.json").write_text("not json")
     assert bench_finish.cached_references() == {}
+
+
+@pytest.mark.vgg
+@pytest.mark.parametrize("tile", [None, "16"])
+def test_the_bench_reads_what_our_cli_reports(capsys, tmp_path, tile):
+    """The benchmark records each run's iterations and precision from the CLI's last line; a
+    change of that line's format must not silently drop them."""
+    from normstyle.cli import main
+
+    out = tmp_path / "out (1).png"  # a path with what the line's own brackets look like
+    argv = ["stylize", "builtin:grace_hopper", "builtin:swirls", "-o", str(out)]
+    argv += ["--size", "32", "--iterations", "3", "--precision", "fp32", "--no-progress"]
+    argv += [] if tile is None else ["--tile", tile]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert bench_finish.reported(stdout) == {"iterations": 3, "device": "cpu", "precision": "fp32"}
+    assert bench_finish.reported("something else\n") == {}
