@@ -36,10 +36,18 @@ def quadratic(n: int = 20, condition: float = 100.0, seed: int = 0):
     return objective, minimum, calls
 
 
-def test_two_loop_recursion_equals_the_dense_bfgs_inverse_hessian() -> None:
-    generator = torch.Generator().manual_seed(1)
-    n, m = 7, 5
-    lbfgs = LBFGS(pixel_unit=UNIT, history=m)
+def _dense_bfgs(h: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Nocedal & Wright eq. 6.17 applied to the matrix ``h`` for each pair, oldest first."""
+    identity = torch.eye(h.shape[0], dtype=torch.float64)
+    for s, y in pairs:
+        rho = 1.0 / float(y @ s)
+        h = (identity - rho * torch.outer(s, y)) @ h @ (identity - rho * torch.outer(y, s))
+        h = h + rho * torch.outer(s, s)
+    return h
+
+
+def _random_pairs(n: int, m: int, lbfgs: LBFGS, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
     pairs = []
     for _ in range(m):
         s = torch.randn(n, dtype=torch.float64, generator=generator)
@@ -47,16 +55,62 @@ def test_two_loop_recursion_equals_the_dense_bfgs_inverse_hessian() -> None:
         assert float(y @ s) > 0
         pairs.append((s, y))
         lbfgs.pairs.append((s, y, 1.0 / float(y @ s)))
-    g = torch.randn(n, dtype=torch.float64, generator=generator)
-    # Nocedal & Wright eq. 6.17 from H₀ = γI, γ = sᵀy / yᵀy of the newest pair (eq. 7.20).
+    return pairs, torch.randn(n, dtype=torch.float64, generator=generator)
+
+
+def test_two_loop_recursion_equals_the_dense_bfgs_inverse_hessian() -> None:
+    n, m = 7, 5
+    lbfgs = LBFGS(pixel_unit=UNIT, history=m, diagonal=False)
+    pairs, g = _random_pairs(n, m, lbfgs)
+    # From H₀ = γI, γ = sᵀy / yᵀy of the newest pair (eq. 7.20).
     s_last, y_last = pairs[-1]
-    h = float(s_last @ y_last) / float(y_last @ y_last) * torch.eye(n, dtype=torch.float64)
-    identity = torch.eye(n, dtype=torch.float64)
-    for s, y in pairs:
-        rho = 1.0 / float(y @ s)
-        h = (identity - rho * torch.outer(s, y)) @ h @ (identity - rho * torch.outer(y, s))
-        h = h + rho * torch.outer(s, s)
-    torch.testing.assert_close(lbfgs.direction(g), -h @ g, rtol=1e-10, atol=1e-12)
+    h0 = float(s_last @ y_last) / float(y_last @ y_last) * torch.eye(n, dtype=torch.float64)
+    torch.testing.assert_close(
+        lbfgs.direction(g), -_dense_bfgs(h0, pairs) @ g, rtol=1e-10, atol=1e-12
+    )
+
+
+def test_two_loop_recursion_from_the_fitted_diagonal_equals_the_dense_bfgs_inverse() -> None:
+    """The default H₀: per element, the least-squares solution of d·y_j ≈ s_j over the newest
+    DIAGONAL_PAIRS pairs (here by torch.linalg.lstsq, one element at a time), where positive,
+    else γ, clipped to [γ/DIAGONAL_RANGE, γ·DIAGONAL_RANGE]."""
+    from normstyle.style.optimizer import DIAGONAL_PAIRS, DIAGONAL_RANGE
+
+    n, m = 9, DIAGONAL_PAIRS + 3  # older pairs than the fit uses
+    lbfgs = LBFGS(pixel_unit=UNIT, history=m)
+    pairs, g = _random_pairs(n, m, lbfgs, seed=2)
+    s_last, y_last = pairs[-1]
+    gamma = float(s_last @ y_last) / float(y_last @ y_last)
+    recent_s = torch.stack([s for s, _ in pairs[-DIAGONAL_PAIRS:]])  # (pairs, n)
+    recent_y = torch.stack([y for _, y in pairs[-DIAGONAL_PAIRS:]])
+    fitted = []
+    for i in range(n):
+        d = float(torch.linalg.lstsq(recent_y[:, i : i + 1], recent_s[:, i : i + 1]).solution)
+        fitted.append(
+            min(max(d if d > 0 else gamma, gamma / DIAGONAL_RANGE), gamma * DIAGONAL_RANGE)
+        )
+    h0 = torch.diag(torch.tensor(fitted, dtype=torch.float64))
+    torch.testing.assert_close(
+        lbfgs.direction(g), -_dense_bfgs(h0, pairs) @ g, rtol=1e-10, atol=1e-12
+    )
+
+
+def test_on_a_separable_quadratic_the_diagonal_start_gives_the_newton_step() -> None:
+    """f = ½ Σ h_i x_i²: exact pairs y = h ⊙ s fit D = 1/h exactly, and BFGS updates with exact
+    pairs keep the exact inverse Hessian, so the direction is −g / h (γI would not give it)."""
+    generator = torch.Generator().manual_seed(3)
+    n = 12
+    h = torch.linspace(1.0, 4.0, n, dtype=torch.float64)
+    for diagonal in (True, False):
+        lbfgs = LBFGS(pixel_unit=UNIT, diagonal=diagonal)
+        for _ in range(4):
+            s = torch.randn(n, dtype=torch.float64, generator=generator)
+            y = h * s
+            lbfgs.pairs.append((s, y, 1.0 / float(y @ s)))
+        g = torch.randn(n, dtype=torch.float64, generator=generator)
+        newton = -g / h
+        error = float((lbfgs.direction(g) - newton).norm() / newton.norm())
+        assert (error < 1e-12) if diagonal else (error > 1e-3)
 
 
 def test_lbfgs_reaches_the_closed_form_minimum_of_a_quadratic() -> None:
