@@ -46,12 +46,14 @@ def _dense_bfgs(h: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]])
     return h
 
 
-def _random_pairs(n: int, m: int, lbfgs: LBFGS, seed: int = 1):
+def _random_pairs(n: int, m: int, lbfgs: LBFGS, seed: int = 1, curvature=None, noise=0.3):
+    """Pairs y = c ⊙ s + noise (c = ``curvature``, default 1) with y·s > 0; and a gradient."""
     generator = torch.Generator().manual_seed(seed)
+    c = torch.ones(n, dtype=torch.float64) if curvature is None else curvature
     pairs = []
     for _ in range(m):
         s = torch.randn(n, dtype=torch.float64, generator=generator)
-        y = s + 0.3 * torch.randn(n, dtype=torch.float64, generator=generator)  # y·s > 0
+        y = c * s + noise * torch.randn(n, dtype=torch.float64, generator=generator)
         assert float(y @ s) > 0
         pairs.append((s, y))
         lbfgs.pairs.append((s, y, 1.0 / float(y @ s)))
@@ -78,7 +80,10 @@ def test_two_loop_recursion_from_the_fitted_diagonal_equals_the_dense_bfgs_inver
 
     n, m = 9, DIAGONAL_PAIRS + 3  # older pairs than the fit uses
     lbfgs = LBFGS(pixel_unit=UNIT, history=m)
-    pairs, g = _random_pairs(n, m, lbfgs, seed=2)
+    # One element curving downwards (its fit negative: γ instead) and one nearly flat (its fit
+    # ~1/0.02, far beyond 10 γ: clipped), beside ordinary ones.
+    curvature = torch.tensor([1.0, 2.0, 0.5, -1.0, 0.02, 1.5, 1.0, 3.0, 1.0], dtype=torch.float64)
+    pairs, g = _random_pairs(n, m, lbfgs, seed=2, curvature=curvature, noise=0.02)
     s_last, y_last = pairs[-1]
     gamma = float(s_last @ y_last) / float(y_last @ y_last)
     recent_s = torch.stack([s for s, _ in pairs[-DIAGONAL_PAIRS:]])  # (pairs, n)
@@ -89,6 +94,7 @@ def test_two_loop_recursion_from_the_fitted_diagonal_equals_the_dense_bfgs_inver
         fitted.append(
             min(max(d if d > 0 else gamma, gamma / DIAGONAL_RANGE), gamma * DIAGONAL_RANGE)
         )
+    assert fitted[3] == gamma and fitted[4] == gamma * DIAGONAL_RANGE  # both branches taken
     h0 = torch.diag(torch.tensor(fitted, dtype=torch.float64))
     torch.testing.assert_close(
         lbfgs.direction(g), -_dense_bfgs(h0, pairs) @ g, rtol=1e-10, atol=1e-12
