@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from normstyle.style.optimizer import BLOW_UP, GIVE_UP, LBFGS, MAX_BACKTRACKS, Adam, minimize
+from normstyle.style.lbfgs import LBFGS
+from normstyle.style.optimizer import BLOW_UP, GIVE_UP, MAX_BACKTRACKS, Adam, minimize
 from normstyle.style.precision import GradientScale
 
 UNIT = 1.0  # one grey level in the fake losses' units
@@ -76,7 +77,7 @@ def test_two_loop_recursion_from_the_fitted_diagonal_equals_the_dense_bfgs_inver
     """The default H₀: per element, the least-squares solution of d·y_j ≈ s_j over the newest
     DIAGONAL_PAIRS pairs (here by torch.linalg.lstsq, one element at a time), where positive,
     else γ, clipped to [γ/DIAGONAL_RANGE, γ·DIAGONAL_RANGE]."""
-    from normstyle.style.optimizer import DIAGONAL_PAIRS, DIAGONAL_RANGE
+    from normstyle.style.lbfgs import DIAGONAL_PAIRS, DIAGONAL_RANGE
 
     n, m = 9, DIAGONAL_PAIRS + 3  # older pairs than the fit uses
     lbfgs = LBFGS(pixel_unit=UNIT, history=m)
@@ -176,7 +177,7 @@ def test_steepest_steps_double_while_curvature_pairs_are_dropped() -> None:
     """On a concave loss every pair fails y·s > 0: each next step moves the largest pixel
     twice as far as the last (1, 2, 4 … grey levels), up to MAX_STEEPEST, not one grey level
     forever; a reset starts again at one."""
-    from normstyle.style.optimizer import MAX_STEEPEST
+    from normstyle.style.lbfgs import MAX_STEEPEST
 
     lbfgs = LBFGS(pixel_unit=UNIT)
     x = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)

@@ -87,7 +87,7 @@ def test_each_precision_runs_and_matches_fp32(small_vgg: VGG, precision: str) ->
         results[runtime.precision] = float(evaluate(small_vgg, judge_loss, done.x, fp32).total)
     assert results["fp32"] < 0.01 * totals["fp32"]
     # 15%: bf16 rounds the pixel gradient to ~3 digits, and L-BFGS's per-pixel diagonal start
-    # (style/optimizer.py) is fitted to gradient differences, so the fp32 run gets further
+    # (style/lbfgs.py) is fitted to gradient differences, so the fp32 run gets further
     # ahead early: after these 10 iterations bf16 ended 12% above fp32 (2.58e7 against 2.30e7;
     # fp32 runs from starts perturbed by 2⁻⁹ ended within 0.4% of each other), where with the
     # textbook γI start both ended near 2.6e7 (1.9% apart). fp16 ended within 0.4% of fp32.

@@ -13,7 +13,7 @@ from normstyle.io.resize import scaled_size
 from normstyle.runtime.memory import memory_budget, plan_level_memory
 from normstyle.runtime.precision import Runtime
 from normstyle.style.bands import network_geometry
-from normstyle.style.optimizer import LBFGS_HISTORY
+from normstyle.style.lbfgs import LBFGS_HISTORY
 from normstyle.style.options import StyleOptions
 from normstyle.style.stopping import StoppingRule
 

@@ -14,10 +14,9 @@ from normstyle.nets.vgg import VGG
 from normstyle.runtime.precision import Runtime
 from normstyle.style.banded import banded_backward, banded_grams
 from normstyle.style.bands import BandLayout, feature_sizes
+from normstyle.style.lbfgs import LBFGS, LBFGS_HISTORY
 from normstyle.style.losses import GatysLoss, LossTerms
 from normstyle.style.optimizer import (
-    LBFGS,
-    LBFGS_HISTORY,
     Adam,
     Minimized,
     PixelOptimizer,

@@ -16,7 +16,7 @@ reference in-run (1.064 from the saved PNG: not finished) and tiger × Escher at
 over 50 stops all six recorded runs at ≤ 1.036 × (2% stopped alp × seated-nude at 1.042), after
 26% more full-size iterations than 3% on the held-out pair and three shared ones (958 against
 763): the price of a margin that holds on pairs never used to choose it. With L-BFGS started from
-a per-pixel diagonal (style/optimizer.py; its references 0.7–1.8% lower) the same rule stopped
+a per-pixel diagonal (style/lbfgs.py; its references 0.7–1.8% lower) the same rule stopped
 tubingen × starry_night, golden_gate × the_scream and alp × seated-nude at 1.013, 1.010 and
 1.036 × their references after 247, 223 and 271 full-size iterations (Zen 4, 2026-12-07), where
 the γI start stopped at 1.032, 1.012 and 1.059 × the same references.
