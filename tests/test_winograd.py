@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ from normstyle.nets.winograd import (
 from normstyle.runtime.convolutions import (
     MAX_TIMED_POSITIONS,
     REPEATS,
+    ConvolutionChoice,
     choose_convolutions,
     fastest_precision,
     input_sizes,
+    precision_key,
     prepare_winograd,
 )
 from normstyle.runtime.tuning import Tuning, conv_key
@@ -235,6 +238,82 @@ def test_bf16_is_kept_where_its_convs_are_timed_a_tenth_faster() -> None:
     assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "bf16"
     model, tuning = small_timings(set(), bf16=0.97)
     assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "fp32"
+
+
+def test_the_precision_is_timed_once_per_size_class_and_remembered(tmp_path: Path) -> None:
+    """bf16 or fp32 is decided from the two sums of the first timing in a size class (pixels
+    within a factor of 4), also for images of shapes never timed; another class, or ``measure``,
+    times again; a new process reads the decision from the file."""
+    model, tuning = small_timings(set(), side=32, bf16=0.9)  # 32×32: 1024 px, class 5
+    tuning.directory = tmp_path
+    calls = {"n": 0}
+
+    def clock() -> float:
+        calls["n"] += 1
+        return time.perf_counter()
+
+    def decide(
+        size: tuple[int, int], choice: ConvolutionChoice, timer: Callable[[], float], at: Tuning
+    ) -> str:
+        example = torch.zeros(1, 3, *size)
+        return fastest_precision(model, example, ["relu5_2"], choice, timer, at)
+
+    assert decide((32, 32), "auto", no_clock, tuning) == "bf16"
+    reread = Tuning(tmp_path, "test")  # a new process
+    assert decide((28, 36), "auto", no_clock, reread) == "bf16"  # 1008 px, class 5: not timed
+    decide((64, 64), "auto", clock, reread)
+    assert calls["n"] > 0  # 4096 px: class 6, timed
+    calls["n"] = 0
+    decide((32, 32), "measure", clock, reread)
+    assert calls["n"] > 0
+    # the decision follows the remembered sums, with the margin, whatever the shape
+    key = precision_key([("conv", model.conv2_1, (8, 8))], ["fp32-direct"], 30 * 34)
+    assert key == precision_key([("other", model.conv2_1, (4, 4))], ["fp32-direct"], 1024)
+    assert key != precision_key([("conv", model.conv2_1, (8, 8))], ["fp32-direct"], 4096)
+    assert key != precision_key([("conv", model.conv3_1, (8, 8))], ["fp32-direct"], 1024)
+    model, tuning = small_timings(set(), side=32, bf16=0.9)
+    timed = [
+        (name, getattr(model, name), (0, 0))
+        for name in ("conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2")
+    ]
+    kernels = ["fp32-direct", "fp32-winograd", "fp32-winograd6"]
+    tuning.put(precision_key(timed, kernels, 900), {"fp32": 1.0, "bf16": 0.97})
+    example = torch.zeros(1, 3, 30, 30)
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "fp32"
+
+
+def test_fp32_is_kept_only_after_a_second_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first timing where bf16 loses is repeated before fp32 is remembered for the size class,
+    and each kernel keeps its faster pass: a stall in one pass does not decide; a CPU whose
+    bf16 is slower in both timings gets fp32."""
+    model = small_vgg()
+    prepare_winograd(model)
+    example = torch.zeros(1, 3, 32, 32)
+    passes: list[str] = []
+
+    def scripted(bf16: list[float]) -> Callable[..., dict[str, float]]:
+        def time_kernels(module: nn.Module, height: int, width: int, kernels, clock):
+            passes.append(f"{module.in_channels}@{height}")
+            timing = bf16[0] if len(passes) <= 6 else bf16[1]  # 6 shapes in small_vgg
+            return {k: timing if k == "bf16-direct" else 1.0 for k in kernels}
+
+        return time_kernels
+
+    monkeypatch.setattr("normstyle.runtime.convolutions._time_kernels", scripted([1.5, 0.7]))
+    tuning = Tuning(None, "test")
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "bf16"
+    assert len(passes) == 12  # every shape timed twice
+    assert all(t["bf16-direct"] == 0.7 for t in tuning.entries.values() if "bf16-direct" in t)
+    passes.clear()
+    monkeypatch.setattr("normstyle.runtime.convolutions._time_kernels", scripted([1.5, 1.2]))
+    tuning = Tuning(None, "test")
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "fp32"
+    assert len(passes) == 12
+    passes.clear()
+    monkeypatch.setattr("normstyle.runtime.convolutions._time_kernels", scripted([0.7, 0.7]))
+    tuning = Tuning(None, "test")
+    assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "bf16"
+    assert len(passes) == 6  # bf16 won the first timing: not timed again
 
 
 def test_explicit_choices_and_where_auto_does_not_measure() -> None:

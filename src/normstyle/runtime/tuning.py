@@ -8,8 +8,9 @@ one and Winograd won only on the 512-channel layers; on an Intel Xeon with AVX-5
 (1.4–2.6×). No fixed table of CPUs can know that, so each layer shape is timed once on the machine
 it runs on and the timings are kept in a small JSON file, keyed by everything that changes the
 kernels (CPU model and flags, torch version, threads, ISA limits). The first run on a machine pays
-the timing (about a second at 256 px); later runs read it, so a seed reproduces an image bit for
-bit.
+the timing (~2 s at 256 px); later runs read it, so a seed reproduces an image bit for bit. The
+choice of bf16 or fp32 is remembered per size class as well (runtime/convolutions.py,
+``precision_key``): where bf16 wins, a new image shape of a class already seen times nothing.
 
 The file is ``$NORMSTYLE_CACHE/tuning.json`` (default ``$XDG_CACHE_HOME/normstyle``, else
 ``~/.cache/normstyle``); ``NORMSTYLE_CACHE=off`` keeps the timings in memory only. A file that
@@ -37,6 +38,9 @@ MAX_MACHINES = 16  # fingerprints kept in one file (oldest dropped first)
 MAX_ENTRIES = 4096  # timings kept per machine
 # The kernels a conv layer may run, as the keys of its timings.
 KERNELS = ("fp32-direct", "fp32-winograd", "fp32-winograd6", "bf16-direct")
+# A whole network's timed convs per precision (fp32 with each layer on its faster kernel), as the
+# keys of the sums that decide the precision (runtime/convolutions.py, precision_key).
+PRECISIONS = ("fp32", "bf16")
 
 Timings = dict[str, float]  # kernel → seconds for one forward + backward-to-input pass
 
@@ -93,7 +97,7 @@ def _valid_timings(value: object) -> Timings | None:
         return None
     out: Timings = {}
     for kernel, seconds in value.items():
-        if kernel not in KERNELS or isinstance(seconds, bool):
+        if kernel not in (*KERNELS, *PRECISIONS) or isinstance(seconds, bool):
             return None
         if not isinstance(seconds, (int, float)) or not (0 < seconds < 1e4):
             return None
