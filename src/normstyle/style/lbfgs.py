@@ -28,9 +28,9 @@ def flat_dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 class LBFGS:
     """L-BFGS (Nocedal & Wright, *Numerical Optimization*, Alg. 7.4) with unit steps, except that
-    a step without curvature history is scaled to ``first_step`` pixel units at most (see
-    :mod:`normstyle.style.optimizer` for why); its ``minimize``
-    retries a step that goes uphill shorter.
+    a step without curvature history moves no pixel by more than ``learning_rate`` pixel units
+    (more after pairs dropped for want of curvature: see :mod:`normstyle.style.optimizer` for
+    why); its ``minimize`` retries a step that goes uphill shorter.
 
     Departure from the textbook (and from neural-style and torch's ``LBFGS``): the recursion
     starts from a diagonal H₀ fitted to the newest pairs (``diagonal``, the default), not from
@@ -52,7 +52,7 @@ class LBFGS:
         self,
         pixel_unit: float,
         learning_rate: float = 1.0,
-        history: int = 100,
+        history: int = LBFGS_HISTORY,
         diagonal: bool = True,
     ) -> None:
         if not (learning_rate > 0 and math.isfinite(learning_rate)):
@@ -127,7 +127,7 @@ class LBFGS:
         if self.pairs:
             return x + self.learning_rate * self.direction(grad)
         # No curvature yet: steepest descent, the largest pixel move `learning_rate` grey levels
-        # (more after pairs dropped for want of curvature: see the module docstring).
+        # (more after pairs dropped for want of curvature: see style/optimizer.py's docstring).
         peak = float(grad.abs().max())
         if peak == 0.0:
             return x.clone()
