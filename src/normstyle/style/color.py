@@ -8,11 +8,14 @@ Factors in Neural Style Transfer", §5). Tensors are RGB in [0, 1], shape (1, 3,
   A Σ_S Aᵀ = Σ_C, before the transfer. Of the two choices of A the paper names (a Cholesky
   factorisation, or "3D colour matching" from Image Analogies) we take the second,
   A = Σ_C^½ Σ_S^-½ with symmetric square roots.
+- The same matching the other way round gives the default start image (``--init recolored``;
+  not in the paper): the content image recoloured to the style images' colour mean and
+  covariance (see :mod:`normstyle.style.initial`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -91,6 +94,47 @@ def _sqrtm(matrix: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     values = values.clamp_min(1e-8)
     power = -0.5 if inverse else 0.5
     return vectors @ torch.diag(values**power) @ vectors.T
+
+
+def color_moments(
+    image: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour mean (3, 1) and covariance (3, 3) of an RGB image (1, 3, H, W), in float64,
+    its pixels weighted by ``weight`` (1, 1, H, W) ≥ 0 where given (a style mask's region).
+    The covariance is the weighted population one (1/Σw, not 1/(N − 1))."""
+    pixels = image[0].reshape(3, -1).double()
+    if weight is None:
+        w = torch.ones(pixels.shape[1], dtype=torch.float64)
+    else:
+        w = weight.reshape(-1).double().clamp_min(0)
+    total = w.sum()
+    if not total > 0:
+        raise ValueError("color_moments: the weights select no pixel")
+    mean = (pixels * w).sum(1, keepdim=True) / total
+    centred = pixels - mean
+    return mean, (centred * w) @ centred.T / total
+
+
+def mixture_moments(
+    moments: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of a mixture of colour distributions (weights summing to 1): the
+    pixels of several style images pooled in the proportions of their blend weights."""
+    mean = sum(w * m for w, (m, _) in zip(weights, moments))
+    second = sum(w * (c + m @ m.T) for w, (m, c) in zip(weights, moments))
+    assert isinstance(mean, torch.Tensor) and isinstance(second, torch.Tensor)
+    return mean, second - mean @ mean.T
+
+
+def recolored(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """``image`` (1, 3, H, W) recoloured to the colour ``mean`` and covariance ``cov`` (the
+    paper's matching, x' = Σ^½ Σ_x^-½ (x − μ_x) + μ), clamped to RGB's [0, 1]."""
+    own_mean, own_cov = color_moments(image)
+    eye = 1e-6 * torch.eye(3, dtype=torch.float64)
+    transform = _sqrtm(cov + eye) @ _sqrtm(own_cov + eye, inverse=True)
+    pixels = image[0].reshape(3, -1).double()
+    matched = transform @ (pixels - own_mean) + mean
+    return matched.reshape(image.shape).to(image.dtype).clamp(0, 1)
 
 
 def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ from normstyle.style.color import (
     matched_luminance,
 )
 from normstyle.style.guidance import check_mask_count, decoded_mask, resized_mask
-from normstyle.style.initial import initial_image
+from normstyle.style.initial import STARTS, initial_image
 from normstyle.style.intermediates import intermediate_saver
 from normstyle.style.levels import plan_levels
 from normstyle.style.loop import StepCallback, optimize
@@ -112,7 +112,7 @@ def run(
     content_source, style_sources = content, styles
     content = decoded(content)
     styles = [decoded(s) for s in styles]
-    init = options.init if options.init in ("noise", "content") else decoded(options.init)
+    init = options.init if options.init in STARTS else decoded(options.init)
     check_mask_count(options.masks, len(styles), "masks")
     check_mask_count(options.style_masks, len(styles), "style masks")
     masks = _decoded_masks(options.masks, "mask")
@@ -193,7 +193,12 @@ def run(
             tile=level.tile,
         )
         if x is None:
-            start = initial_image(init, content_rgb, prep, seed)
+            # The recoloured start takes the style's colours as the network sees them (after
+            # histogram matching: the content's own); luminance-only transfer starts grey.
+            palette = [] if luminance_only else style_rgbs
+            start = initial_image(
+                init, content_rgb, prep, seed, palette, blend, level_masks, level_style_masks
+            )
             if luminance_only:
                 start = prep.from_rgb(luminance_image(prep.to_rgb(start)))
         else:  # coarse-to-fine: the previous level's result, upsampled, is this level's start
