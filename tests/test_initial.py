@@ -107,6 +107,9 @@ def test_style_masks_choose_the_pixels_whose_colours_are_taken() -> None:
     got_mean, _ = _moments(_pixels(start))
     want_mean, _ = _moments(painting[0, :, 10:20, 10:20].reshape(3, -1).numpy())
     np.testing.assert_allclose(got_mean, want_mean, atol=1e-6)
+    # A mask left selecting nothing (a speck lost to a coarse level): every pixel counts.
+    nothing = recolored_content(photo, [painting], [1.0], style_masks=[torch.zeros_like(region)])
+    torch.testing.assert_close(nothing, recolored(photo, *color_moments(painting)))
 
 
 def test_the_default_start_is_the_recoloured_content_and_the_paper_starts_from_noise() -> None:

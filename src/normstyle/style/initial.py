@@ -73,7 +73,7 @@ def recolored_content(
     if not styles:
         return content.clone()
     moments = [
-        color_moments(style, None if style_masks is None else style_masks[number])
+        color_moments(style, _selecting(None if style_masks is None else style_masks[number]))
         for number, style in enumerate(styles)
     ]
     if masks is None:
@@ -85,3 +85,11 @@ def recolored_content(
             recolored(content, mean, cov).double() - content
         )
     return start.to(content.dtype).clamp(0, 1)
+
+
+def _selecting(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A style mask as pixel weights, or None (every pixel) where resizing it to a coarse
+    level has left it selecting nothing (the loss's guidance is checked on its own)."""
+    if weight is None or float(weight.clamp_min(0).sum()) > 0:
+        return weight
+    return None
