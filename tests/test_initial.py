@@ -1,6 +1,7 @@
-"""The start image: the content recoloured to the style's colours (the default), against plain
-statistics of the pixels computed here in float64 (numpy's mean and covariance of the pooled,
-masked or selected pixels), never against our own moments."""
+"""The start image: the content recoloured to the style's colours (the default). The colour
+moments and the recolouring are checked against plain statistics of the pixels computed here in
+float64 (numpy's mean and covariance of the pooled, masked or selected pixels); the masked and
+default starts are then checked against those recolourings, region by region."""
 
 from __future__ import annotations
 

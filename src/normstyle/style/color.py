@@ -140,11 +140,4 @@ def recolored(image: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tor
 def match_color_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Recolour ``style`` so its pixel mean and covariance equal ``content``'s (the paper's
     colour histogram matching: x' = Σ_c^½ Σ_s^-½ (x − μ_s) + μ_c)."""
-    source = style[0].reshape(3, -1).double()
-    target = content[0].reshape(3, -1).double()
-    mean_s, mean_c = source.mean(1, keepdim=True), target.mean(1, keepdim=True)
-    cov_s = torch.cov(source) + 1e-6 * torch.eye(3, dtype=torch.float64)
-    cov_c = torch.cov(target) + 1e-6 * torch.eye(3, dtype=torch.float64)
-    transform = _sqrtm(cov_c) @ _sqrtm(cov_s, inverse=True)
-    matched = transform @ (source - mean_s) + mean_c
-    return matched.reshape(style.shape).to(style.dtype).clamp(0, 1)
+    return recolored(style, *color_moments(content))
