@@ -203,9 +203,12 @@ def test_histogram_colours_and_style_scale_reach_the_loss(capsys, tmp_path, monk
     assert max(seen["styles"][0].shape[2:]) == round(32 * 0.75)  # --style-scale
     # The style image reached the loss recoloured as Gatys et al. 2017, §5.2 write it:
     # x' = Σ_c^½ Σ_s^-½ (x − μ_s) + μ_c, here recomputed with numpy and scipy, then clamped.
+    # Σ: the pixels' population covariance (1/N; the paper names no normaliser, and 1/(N − 1)
+    # would scale the transform by a factor that differs from 1 by O(1/N) where N_s ≠ N_c).
     original = load_rgb("builtin:swirls", round(32 * 0.75))[0].reshape(3, -1).double().numpy()
     content = seen["content"][0].reshape(3, -1).double().numpy()
-    cov_s, cov_c = np.cov(original) + 1e-6 * np.eye(3), np.cov(content) + 1e-6 * np.eye(3)
+    cov_s = np.cov(original, bias=True) + 1e-6 * np.eye(3)
+    cov_c = np.cov(content, bias=True) + 1e-6 * np.eye(3)
     transform = np.real(sqrtm(cov_c)) @ np.linalg.inv(np.real(sqrtm(cov_s)))
     mean_s, mean_c = original.mean(1, keepdims=True), content.mean(1, keepdims=True)
     expected = np.clip(transform @ (original - mean_s) + mean_c, 0, 1)
