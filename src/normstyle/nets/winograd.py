@@ -20,7 +20,7 @@ get no gradient. Tensors are kept channels-last throughout (the layout the style
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -133,34 +133,80 @@ def _transforms(
     return bt.to(device), at.to(device)
 
 
-def winograd_conv3x3(x: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
-    """A 3×3 convolution, stride 1, zero padding 1, without bias, of ``x`` (B, C_in, H, W) with
-    weights already transformed by :func:`transform_weights` (whose shape gives the tile);
-    channels-last (B, C_out, H, W)."""
-    block = round(transformed.shape[0] ** 0.5)
-    tile = block - 2
+class FastTransforms(Protocol):
+    """Another implementation of the input and output transforms (the compiled ones of
+    :mod:`normstyle.runtime.native`); each returns None where it does not apply, and the
+    PyTorch transforms below run instead."""
+
+    def input_transform(self, x: torch.Tensor, tile: int) -> torch.Tensor | None: ...
+
+    def output_transform(
+        self,
+        products: torch.Tensor,
+        tile: int,
+        size: tuple[int, int, int],
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor | None: ...
+
+
+def input_transform(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """``Bᵀ d B`` of every (tile+2)² block d of ``x`` (B, C, H, W) zero-padded by 1 and to whole
+    tiles: ((tile+2)², tiles, C), rows ordered (column b, row a), tiles (image, row, column)."""
+    block = tile + 2
     batch, channels, height, width = x.shape
     rows, cols = -(-height // tile), -(-width // tile)
-    bt, at = _transforms(tile, x.dtype, x.device)
+    bt, _ = _transforms(tile, x.dtype, x.device)
     # (B, H, W, C) view; pad to whole blocks plus the 1-pixel border.
     nhwc = x.permute(0, 2, 3, 1)
     padded = F.pad(nhwc, (0, 0, 1, cols * tile + 1 - width, 1, rows * tile + 1 - height))
-    # Input transform Bᵀ d B, separably: along the rows, then along the columns, each as a
-    # combination of strided slices (no patches are ever copied out). Every contraction is
-    # over the leading axis, so each is one matrix product without a transpose.
+    # Separably: along the rows, then along the columns, each as a combination of strided
+    # slices (no patches are ever copied out). Every contraction is over the leading axis, so
+    # each is one matrix product without a transpose.
     span_r, span_c = tile * (rows - 1) + 1, tile * (cols - 1) + 1
     by_row = torch.stack([padded[:, k : k + span_r : tile] for k in range(block)])
     by_row = (bt @ by_row.view(block, -1)).view(block, batch, rows, -1, channels)  # (a, …)
     by_col = torch.stack([by_row[:, :, :, k : k + span_c : tile] for k in range(block)])
     tiles = batch * rows * cols
-    v = (bt @ by_col.view(block, -1)).view(block * block, tiles, channels)  # (b·a, …)
-    m = torch.bmm(v, transformed)  # (block², tiles, C_out)
-    out_channels = transformed.shape[2]
-    # Output transform Aᵀ m A, separably as well: over a (per column b), then over b.
-    y = torch.matmul(at, m.view(block, block, -1))  # (b, i, tiles·O)
+    return (bt @ by_col.view(block, -1)).view(block * block, tiles, channels)  # (b·a, …)
+
+
+def output_transform(products: torch.Tensor, tile: int, size: tuple[int, int, int]) -> torch.Tensor:
+    """``Aᵀ m A`` of the products ((tile+2)², tiles, C_out), cropped to ``size`` (batch, height,
+    width): (B, C_out, H, W), channels-last strides."""
+    block = tile + 2
+    batch, height, width = size
+    rows, cols = -(-height // tile), -(-width // tile)
+    _, at = _transforms(tile, products.dtype, products.device)
+    out_channels = products.shape[2]
+    # Separably as well: over a (per column b), then over b.
+    y = torch.matmul(at, products.view(block, block, -1))  # (b, i, tiles·O)
     y = (at @ y.view(block, -1)).view(tile, tile, batch, rows, cols, out_channels)  # (j, i)
     y = y.permute(2, 3, 1, 4, 0, 5).reshape(batch, rows * tile, cols * tile, out_channels)
     return y[:, :height, :width].permute(0, 3, 1, 2)
+
+
+def winograd_conv3x3(
+    x: torch.Tensor,
+    transformed: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    fast: FastTransforms | None = None,
+) -> torch.Tensor:
+    """A 3×3 convolution, stride 1, zero padding 1, of ``x`` (B, C_in, H, W) with weights
+    already transformed by :func:`transform_weights` (whose shape gives the tile), plus
+    ``bias``; channels-last (B, C_out, H, W). ``fast``: other transforms to try first."""
+    tile = round(transformed.shape[0] ** 0.5) - 2
+    batch, _, height, width = x.shape
+    v = None if fast is None else fast.input_transform(x, tile)
+    if v is None:
+        v = input_transform(x, tile)
+    products = torch.bmm(v, transformed)  # (block², tiles, C_out)
+    size = (batch, height, width)
+    y = None if fast is None else fast.output_transform(products, tile, size, bias)
+    if y is None:
+        y = output_transform(products, tile, size)
+        if bias is not None:
+            y = y + bias.view(1, -1, 1, 1)
+    return y
 
 
 class _WinogradFunction(torch.autograd.Function):
@@ -171,20 +217,21 @@ class _WinogradFunction(torch.autograd.Function):
         forward_weights: torch.Tensor,
         grad_weights: torch.Tensor,
         bias: torch.Tensor | None,
+        fast: FastTransforms | None,
     ) -> torch.Tensor:
-        ctx.grad_weights = grad_weights
-        y = winograd_conv3x3(x, forward_weights)
-        if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
+        ctx.grad_weights, ctx.fast = grad_weights, fast
+        y = winograd_conv3x3(x, forward_weights, bias, fast)
         return y.contiguous(memory_format=torch.channels_last)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None, None, None]:
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = winograd_conv3x3(grad, ctx.grad_weights)
+            grad_x = winograd_conv3x3(grad, ctx.grad_weights, fast=ctx.fast)
             grad_x = grad_x.contiguous(memory_format=torch.channels_last)
-        return grad_x, None, None, None
+        return grad_x, None, None, None, None
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -199,6 +246,7 @@ class WinogradConv2d(nn.Conv2d):
 
     winograd: bool = False
     tile: int = 4
+    fast: FastTransforms | None = None  # compiled transforms, where the runtime provides them
     _transformed: tuple[Any, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -233,7 +281,7 @@ class WinogradConv2d(nn.Conv2d):
         forward, backward = self._weights()
         x = x.to(self.weight.dtype)
         bias = None if self.bias is None else self.bias.detach()
-        return _WinogradFunction.apply(x, forward, backward, bias)
+        return _WinogradFunction.apply(x, forward, backward, bias, self.fast)
 
     def extra_repr(self) -> str:
         algorithm = f", Winograd F({self.tile}×{self.tile}, 3×3)" if self.winograd else ""

@@ -43,7 +43,8 @@ from torch import nn
 
 from normstyle.nets.chain import chain_of
 from normstyle.nets.winograd import WinogradConv2d, is_winograd_compatible
-from normstyle.runtime.tuning import Timings, Tuning, conv_key, current
+from normstyle.runtime import native
+from normstyle.runtime.tuning import Timings, Tuning, cache_dir, conv_key, current
 
 ConvolutionChoice = Literal["auto", "measure", "direct", "winograd"]
 CONVOLUTION_CHOICES: tuple[str, ...] = ("auto", "measure", "direct", "winograd")
@@ -92,12 +93,16 @@ class LayerTiming:
 
 def prepare_winograd(model: nn.Module) -> list[str]:
     """Make every Winograd-compatible conv of ``model`` (a chain: VGG, nn.Sequential of direct
-    children) a switchable :class:`WinogradConv2d`, switched off; returns their names."""
+    children) a switchable :class:`WinogradConv2d`, switched off, with this machine's compiled
+    transforms where they can be built (:mod:`normstyle.runtime.native`); returns their names."""
+    fast = native.winograd_transforms(cache_dir())
     names = []
     for name, module in chain_of(model):
         if is_winograd_compatible(module) and "." not in name:
             if not isinstance(module, WinogradConv2d):
-                setattr(model, name, WinogradConv2d.from_conv(module))
+                module = WinogradConv2d.from_conv(module)
+                setattr(model, name, module)
+            module.fast = fast
             names.append(name)
     return names
 

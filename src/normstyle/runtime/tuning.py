@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from normstyle.runtime import native
+
 FILE_NAME = "tuning.json"
 FORMAT = 1
 MAX_BYTES = 1 << 20  # a larger file is not ours: ignored
@@ -73,6 +75,9 @@ def machine_fingerprint() -> str:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "aten": torch.backends.cpu.get_cpu_capability(),
+        # Winograd's transforms compiled for this CPU, or PyTorch's (runtime/native.py): the
+        # same layer times differently with each.
+        "winograd transforms": native.identity(cache_dir()),
         "limits": {
             name: os.environ.get(name, "")
             for name in (
