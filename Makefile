@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 # The demo must finish in under 5 minutes on a 2-core CPU, install included.
 DEMO_OPTIONS ?= --size 256 --seed 1
 
-.PHONY: demo test test-avx2 chromium web-screenshot lint gallery bench bench-512 bench-full bench-large bench-batch tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
+.PHONY: demo test test-avx2 chromium compiler web-screenshot lint gallery bench bench-512 bench-full bench-large bench-batch tradeoff side-by-side bench-iterations bench-normalize generalization means lab figure clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,25 @@ chromium:
 	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } ) \
 	  || echo "could not install chromium (try: sudo apt-get install chromium); browser tests will be skipped"; }
 
-demo: $(STAMP)
+# A C compiler for Winograd's transforms compiled for this CPU (runtime/native.py). Installed from
+# Debian when missing and this user may; otherwise the PyTorch transforms run (slower, same numbers).
+compiler:
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { \
+	  echo "installing Debian's gcc for the compiled Winograd transforms"; \
+	  ( apt-get install -y -qq gcc >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gcc >/dev/null 2>&1; } ) \
+	  || echo "could not install a C compiler (try: sudo apt-get install gcc); the PyTorch transforms will run"; }
+
+demo: $(STAMP) compiler
 	mkdir -p demo
 	$(BIN)/normstyle stylize builtin:grace_hopper builtin:swirls -o demo/out.png $(DEMO_OPTIONS)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium compiler
 	$(BIN)/python -m pytest
 
 # The suite as an AVX2-only CPU (no AVX-512, no native bf16) sees it: torch's kernels and oneDNN
 # limited to AVX2. CI runs it after `make test` wherever the CPU has more.
-test-avx2: $(STAMP) chromium
+test-avx2: $(STAMP) chromium compiler
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest
 
 lint: $(STAMP)
