@@ -214,3 +214,16 @@ def test_the_library_is_cached_and_a_tampered_one_is_not_loaded(tmp_path: Path) 
     weight = torch.randn(16, 16, 3, 3)
     got = winograd_conv3x3(x, transform_weights(weight), fast=fast)
     assert _relative(got, F.conv2d(x.double(), weight.double(), padding=1)) < 5e-5
+
+
+def test_a_library_built_for_another_cpu_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CPU is part of the library's name: a cache shared by several machines (a home
+    directory on a cluster) never hands one the code built for another's instructions."""
+    here = native.identity(tmp_path)
+    monkeypatch.setattr(native, "cpu_description", lambda: ("another CPU", "sse2"))
+    native._load.cache_clear()
+    there = native.identity(tmp_path)
+    assert here.startswith("native-") and there.startswith("native-") and here != there
+    assert len(list((tmp_path / "native").glob("winograd-*.so"))) == 2

@@ -72,6 +72,21 @@ def library(directory: Path | None) -> ctypes.CDLL | None:
 
 
 @functools.cache
+def cpu_description() -> tuple[str, str]:
+    """The CPU's model name and its sorted feature flags, from ``/proc/cpuinfo`` (empty where
+    there is none)."""
+    model, flags = "", ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.split(":", 1)[0].strip()
+            if key == "model name" and not model:
+                model = line.split(":", 1)[1].strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+    return model or platform.processor(), flags
+
+
+@functools.cache
 def _load(directory: Path | None, flags: tuple[str, ...]) -> tuple[ctypes.CDLL | None, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None or not SOURCE.is_file():
@@ -80,10 +95,11 @@ def _load(directory: Path | None, flags: tuple[str, ...]) -> tuple[ctypes.CDLL |
     if version is None:
         return None, "torch"
     for tried in (flags, ()) if flags else ((),):
+        # The CPU is part of the name: built for one CPU (-march=native), a library in a home
+        # directory that several machines share would crash another with an illegal instruction.
+        facts = [SOURCE.read_bytes(), version, " ".join(_BASE_FLAGS + tried), *cpu_description()]
         digest = hashlib.sha256(
-            b"\0".join(
-                [SOURCE.read_bytes(), version.encode(), " ".join(_BASE_FLAGS + tried).encode()]
-            )
+            b"\0".join(f if isinstance(f, bytes) else f.encode() for f in facts)
         ).hexdigest()[:16]
         path = _built(compiler, tried, digest, directory)
         lib = None if path is None else _opened(path)

@@ -60,14 +60,7 @@ def cache_dir() -> Path | None:
 
 def machine_fingerprint() -> str:
     """A digest of everything that decides which kernels torch runs and how fast."""
-    model, flags = "", ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":", 1)[0].strip()
-            if key == "model name" and not model:
-                model = line.split(":", 1)[1].strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+    model, flags = native.cpu_description()
     facts = {
         "machine": platform.machine(),
         "cpu": model or platform.processor(),
