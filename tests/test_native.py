@@ -227,3 +227,20 @@ def test_a_library_built_for_another_cpu_is_not_reused(
     there = native.identity(tmp_path)
     assert here.startswith("native-") and there.startswith("native-") and here != there
     assert len(list((tmp_path / "native").glob("winograd-*.so"))) == 2
+
+
+def test_a_network_with_compiled_transforms_deep_copies_and_pickles(
+    fast: native.NativeWinogradTransforms,
+) -> None:
+    """A deep copy keeps the loaded library; a pickle carries none (the other process attaches
+    its own), and the layer still computes the convolution."""
+    import copy
+    import pickle
+
+    layer = WinogradConv2d.from_conv(nn.Conv2d(16, 16, 3, padding=1).requires_grad_(False))
+    layer.winograd, layer.fast = True, fast
+    assert copy.deepcopy(layer).fast is fast
+    restored = pickle.loads(pickle.dumps(layer))
+    assert restored.fast is None
+    x = torch.randn(1, 16, 5, 7)
+    torch.testing.assert_close(restored(x), layer(x), rtol=1e-5, atol=1e-5)

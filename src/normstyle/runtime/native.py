@@ -222,6 +222,14 @@ class NativeWinogradTransforms:
         self.lib = lib
         self.lanes = int(lib.normstyle_lanes())
 
+    def __deepcopy__(self, memo: dict) -> NativeWinogradTransforms:
+        return self  # a loaded library is shared, not copied (a deep-copied network keeps it)
+
+    def __reduce__(self) -> tuple:
+        # A pickled network (sent to another process or machine) runs the PyTorch transforms
+        # there until its runtime attaches that machine's own (prepare_winograd).
+        return (_none, ())
+
     def _fits(self, tensor: torch.Tensor, channels: int) -> bool:
         return (
             tensor.dtype == torch.float32
@@ -281,6 +289,10 @@ class NativeWinogradTransforms:
             cols,
         )
         return y if status == 0 else None
+
+
+def _none() -> None:
+    return None
 
 
 def _tracked(tensor: torch.Tensor) -> bool:
