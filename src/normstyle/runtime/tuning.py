@@ -63,7 +63,7 @@ def machine_fingerprint() -> str:
     model, flags = native.cpu_description()
     facts = {
         "machine": platform.machine(),
-        "cpu": model or platform.processor(),
+        "cpu": model,
         "flags": flags,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
