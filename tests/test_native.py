@@ -56,7 +56,7 @@ def _relative(got: torch.Tensor, expected: torch.Tensor) -> float:
     ("batch", "channels", "out", "height", "width"),
     [(1, 16, 16, 1, 1), (2, 32, 16, 7, 9), (1, 16, 48, 13, 6), (1, 64, 32, 25, 19)],
 )
-@pytest.mark.parametrize("tile", [4, 6])
+@pytest.mark.parametrize("tile", [2, 4, 6])
 def test_compiled_conv_matches_conv2d_in_float64(
     fast: native.NativeWinogradTransforms,
     batch: int,
@@ -81,7 +81,7 @@ def test_compiled_conv_matches_conv2d_in_float64(
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("tile", [4, 6])
+@pytest.mark.parametrize("tile", [2, 4, 6])
 def test_compiled_transforms_equal_the_pytorch_ones(
     fast: native.NativeWinogradTransforms, tile: int
 ) -> None:
@@ -101,7 +101,7 @@ def test_compiled_transforms_equal_the_pytorch_ones(
     assert fast.output_transform(products, tile, (2, 11, 14), None) is not None
 
 
-@pytest.mark.parametrize("tile", [4, 6])
+@pytest.mark.parametrize("tile", [2, 4, 6])
 def test_a_layer_with_compiled_transforms_and_its_input_gradient(
     fast: native.NativeWinogradTransforms, tile: int
 ) -> None:
@@ -123,6 +123,36 @@ def test_a_layer_with_compiled_transforms_and_its_input_gradient(
     assert _relative(y.detach(), expected.detach()) < 5e-5
     assert leaf.grad is not None and reference.grad is not None
     assert _relative(leaf.grad, reference.grad) < 5e-5
+
+
+def test_compiled_bf16_transforms_round_the_float32_ones_once(
+    fast: native.NativeWinogradTransforms,
+) -> None:
+    """F(2×2) on bf16 tensors: the PyTorch transforms computed in float32 from the same bf16
+    values and rounded once to bf16 by torch (nearest, ties to even) — equal to the bit except
+    where the two float32 sums differ in their last bit and straddle a rounding boundary; the
+    bias is added before the rounding; NaN and infinities pass through; other tiles in bf16
+    are refused."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 32, 11, 14).bfloat16().contiguous(memory_format=torch.channels_last)
+    v = fast.input_transform(x, 2)
+    assert v is not None and v.dtype == torch.bfloat16
+    expected = input_transform(x.float(), 2).bfloat16()
+    assert (v != expected).float().mean() < 1e-3
+    torch.testing.assert_close(v.float(), expected.float(), rtol=2**-8, atol=0)
+    products = torch.randn(16, v.shape[1], 16).bfloat16()
+    bias = torch.randn(16)
+    y = fast.output_transform(products, 2, (2, 11, 14), bias)
+    assert y is not None and y.dtype == torch.bfloat16
+    reference = output_transform(products.float(), 2, (2, 11, 14)) + bias.view(1, -1, 1, 1)
+    assert (y != reference.bfloat16()).float().mean() < 1e-3
+    torch.testing.assert_close(y.float(), reference.bfloat16().float(), rtol=2**-8, atol=0)
+    special = torch.zeros(1, 16, 2, 2).bfloat16().contiguous(memory_format=torch.channels_last)
+    special[0, 0, 0, 0], special[0, 1, 0, 0] = float("nan"), float("inf")
+    v = fast.input_transform(special, 2)
+    assert v is not None and v[:, 0, 0].isnan().any() and v[:, 0, 1].isinf().any()
+    assert fast.input_transform(x, 4) is None and fast.input_transform(x, 6) is None
+    assert fast.output_transform(torch.randn(36, 24, 16).bfloat16(), 4, (2, 11, 14), None) is None
 
 
 def test_inputs_the_compiled_loops_do_not_take_fall_back_to_pytorch(

@@ -179,6 +179,7 @@ def test_auto_precision_keeps_native_bf16_only_where_it_was_timed_faster(
         if isinstance(module, torch.nn.Conv2d) and module.in_channels >= 16:
             timings = {"fp32-direct": 1.0, "fp32-winograd": 2.0, "fp32-winograd6": 2.0}
             timings["bf16-direct"] = bf16_seconds
+            timings["bf16-winograd2"] = 2 * bf16_seconds  # slower: bf16 runs direct
             tuning.put(conv_key(module, *sizes[name]), timings)
     monkeypatch.setattr(convolutions, "current", lambda: tuning)
     monkeypatch.setattr(convolutions, "_time_kernels", None)  # everything is remembered

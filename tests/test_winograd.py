@@ -40,7 +40,7 @@ from normstyle.runtime.tuning import Tuning, conv_key
     [(1, 3, 5, 1, 1), (1, 4, 6, 4, 4), (2, 5, 3, 7, 9), (1, 16, 8, 13, 6)],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("tile", [4, 6])
+@pytest.mark.parametrize("tile", [2, 4, 6])
 def test_winograd_matches_conv2d(
     batch: int, channels: int, out: int, height: int, width: int, dtype: torch.dtype, tile: int
 ) -> None:
@@ -132,14 +132,52 @@ def test_only_plain_3x3_convs_are_compatible() -> None:
             WinogradConv2d.from_conv(conv)
 
 
-def test_under_autocast_the_direct_conv_runs() -> None:
-    """In a bf16 network the transforms would lose precision: autocast means the direct conv."""
+def test_under_autocast_the_larger_tiles_run_the_direct_conv() -> None:
+    """In a bf16 network F(4×4)'s and F(6×6)'s transforms would lose precision: autocast means
+    the direct conv for them (the same numbers as the conv's own, to the bit)."""
     conv = nn.Conv2d(4, 4, 3, padding=1).requires_grad_(False)
     layer = WinogradConv2d.from_conv(conv)
-    layer.winograd = True
     x = torch.randn(1, 4, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert layer(x).dtype == torch.bfloat16 == conv(x).dtype
+    for tile in (4, 6):
+        layer.winograd, layer.tile = True, tile
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, expected = layer(x), conv(x)
+        assert y.dtype == torch.bfloat16 == expected.dtype
+        assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("channels", [5, 32])  # PyTorch's transforms; compiled where available
+def test_under_autocast_f2_runs_in_bf16_with_about_the_direct_convs_error(channels: int) -> None:
+    """F(2×2) in bf16 (the products in bf16, the transforms in float32, rounded once): output
+    and input gradient within twice the error of oneDNN's direct bf16 conv on the same input,
+    both against F.conv2d in float64 — where F(4×4) in bf16 was ten times worse."""
+    torch.manual_seed(channels)
+    conv = nn.Conv2d(channels, 48, 3, padding=1).requires_grad_(False)
+    layer = WinogradConv2d.from_conv(conv)
+    prepare_layer = prepare_winograd(nn.Sequential(layer))  # attaches the compiled transforms
+    assert prepare_layer == ["0"]
+    x = torch.randn(2, channels, 19, 22).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 48, 19, 22, dtype=torch.float64)
+    x64 = x.double().requires_grad_(True)
+    expected = F.conv2d(x64, conv.weight.double(), conv.bias.double(), padding=1)
+    expected.backward(grad)
+    expected = expected.detach()
+
+    def run(winograd: bool) -> tuple[float, float]:
+        layer.winograd, layer.tile = winograd, 2
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(leaf)
+        assert y.dtype == torch.bfloat16
+        y.backward(grad.to(y.dtype))
+        assert leaf.grad is not None
+        out = float((y.detach().double() - expected).norm() / expected.norm())
+        back = float((leaf.grad.double() - x64.grad).norm() / x64.grad.norm())
+        return out, back
+
+    direct, winograd = run(False), run(True)
+    assert 1e-4 < direct[0] < 1e-2 and 1e-4 < direct[1] < 1e-2  # bf16's rounding, not fp32's
+    assert winograd[0] < 2 * direct[0] and winograd[1] < 2 * direct[1]
 
 
 def small_vgg() -> VGG:
@@ -147,11 +185,14 @@ def small_vgg() -> VGG:
     return VGG("vgg11", pooling="avg").requires_grad_(False)
 
 
-def small_timings(fast: set[str], side: int = 32, bf16: float = 0.7) -> tuple[VGG, Tuning]:
+def small_timings(
+    fast: set[str], side: int = 32, bf16: float = 0.7, bf16_fast: frozenset[str] = frozenset()
+) -> tuple[VGG, Tuning]:
     """VGG-11 with switchable convs, and a tuning (in memory) whose remembered timings make
     Winograd F(4×4) twice as fast as direct on the layers in ``fast`` and twice as slow
     elsewhere; F(6×6) a little slower than F(4×4), except on conv3_2, where it is faster; bf16's
-    direct kernel takes ``bf16`` of fp32's."""
+    direct kernel takes ``bf16`` of fp32's, and bf16's F(2×2) half of that on the layers in
+    ``bf16_fast`` and twice as much elsewhere."""
     model = small_vgg()
     prepare_winograd(model)
     tuning = Tuning(None, "test")
@@ -161,7 +202,8 @@ def small_timings(fast: set[str], side: int = 32, bf16: float = 0.7) -> tuple[VG
         six = four * (0.8 if name == "conv3_2" else 1.2)
         key = conv_key(getattr(model, name), *sizes[name])
         timings = {"fp32-direct": 1.0, "fp32-winograd": four, "fp32-winograd6": six}
-        tuning.put(key, {**timings, "bf16-direct": bf16})
+        bf16_winograd = bf16 * (0.5 if name in bf16_fast else 2.0)
+        tuning.put(key, {**timings, "bf16-direct": bf16, "bf16-winograd2": bf16_winograd})
     return model, tuning
 
 
@@ -276,7 +318,7 @@ def test_the_precision_is_timed_once_per_size_class_and_remembered(tmp_path: Pat
         (name, getattr(model, name), (0, 0))
         for name in ("conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2")
     ]
-    kernels = ["fp32-direct", "fp32-winograd", "fp32-winograd6"]
+    kernels = ["fp32-direct", "fp32-winograd", "fp32-winograd6", "bf16-direct", "bf16-winograd2"]
     tuning.put(precision_key(timed, kernels, 900), {"fp32": 1.0, "bf16": 0.97})
     example = torch.zeros(1, 3, 30, 30)
     assert fastest_precision(model, example, ["relu5_2"], "auto", no_clock, tuning) == "fp32"
@@ -295,7 +337,8 @@ def test_fp32_is_kept_only_after_a_second_timing(monkeypatch: pytest.MonkeyPatch
         def time_kernels(module: nn.Module, height: int, width: int, kernels, clock):
             passes.append(f"{module.in_channels}@{height}")
             timing = bf16[0] if len(passes) <= 6 else bf16[1]  # 6 shapes in small_vgg
-            return {k: timing if k == "bf16-direct" else 1.0 for k in kernels}
+            slow = {"bf16-direct": timing, "bf16-winograd2": 3.0}
+            return {k: slow.get(k, 1.0) for k in kernels}
 
         return time_kernels
 
@@ -325,10 +368,31 @@ def test_explicit_choices_and_where_auto_does_not_measure() -> None:
     choose_convolutions(model, example, ["relu5_2"], "direct")
     assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv2_1", "conv5_2"))
     choose_convolutions(model, example.bfloat16(), ["relu5_2"], "winograd")
-    # auto and measure in a lower precision: nothing timed, every conv direct
+    assert model.conv3_2.winograd and model.conv3_2.tile == 2  # bf16's tile
+    # auto and measure in fp16 (no Winograd kernel of its own): nothing timed, every conv direct
     for choice in ("auto", "measure"):
-        assert choose_convolutions(model, example.bfloat16(), ["relu5_2"], choice, no_clock) == []
+        assert choose_convolutions(model, example.half(), ["relu5_2"], choice, no_clock) == []
         assert not any(getattr(model, n).winograd for n in ("conv1_1", "conv3_2", "conv5_2"))
+
+
+def test_in_bf16_each_layer_takes_f2_where_it_was_timed_faster() -> None:
+    """A bf16 network chooses between bf16's direct kernel and F(2×2), with the margin; and the
+    precision decision counts each layer on the bf16 kernel it would run."""
+    model, tuning = small_timings(set(), bf16=0.7, bf16_fast=frozenset({"conv3_1", "conv4_2"}))
+    example = torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16)
+    timings = choose_convolutions(model, example, ["relu4_2"], "auto", no_clock, tuning)
+    chosen = [t.name for t in timings if t.chosen == "winograd"]
+    assert chosen == ["conv3_1", "conv4_2"]
+    assert all(getattr(model, n).tile == 2 for n in chosen)
+    assert not model.conv3_2.winograd and not model.conv4_1.winograd
+    # fp32 with Winograd on every layer: 7 × 0.5 (0.4 on conv3_2) = 3.4; bf16 direct: 7 × 0.7
+    # = 4.9, but with F(2×2) on all but conv2_1 at 0.35: 6 × 0.35 + 0.7 = 2.8 ≤ 0.95 × 3.4
+    every = {"conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"}
+    some = frozenset(every - {"conv2_1"})
+    for bf16_fast, expected in ((frozenset(), "fp32"), (some, "bf16")):
+        model, tuning = small_timings(every, bf16=0.7, bf16_fast=bf16_fast)
+        precision = fastest_precision(model, example.float(), ["relu5_2"], "auto", no_clock, tuning)
+        assert precision == expected
 
 
 def test_large_feature_maps_are_not_timed_and_stay_direct() -> None:

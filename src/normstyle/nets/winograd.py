@@ -26,14 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TILES = (4, 6)  # output block sides m of F(m×m, 3×3); the input block is m + 2
+TILES = (2, 4, 6)  # output block sides m of F(m×m, 3×3); the input block is m + 2
+# The tiles that run in bf16 under autocast (a larger tile there runs the direct conv): F(2×2)'s
+# transforms have coefficients 0 and ±1 and add about as much error as a direct bf16 conv (on
+# VGG-19, 2.1–3.2e-3 forward and 4.7–5.4e-3 backward to the input, relative to float64, against
+# 1.8–2.0e-3 and 2.9e-3), where F(4×4)'s add ten times as much (measured 2026-12-08: README,
+# Speed). The transforms run in float32 and round once.
+BF16_TILES = (2,)
 
 # The transform matrices (Bᵀ, G, Aᵀ) by tile, from the modified Toom–Cook construction with the
 # interpolation points 0, ±1, ±2 (and ±1/2 for F(6, 3)) and ∞: Aᵀ[i, j] = p_jⁱ, G[j, k] =
 # p_jᵏ / Π_{l≠j}(p_j − p_l), the ∞ point's column and row a unit vector; Bᵀ the unique matrix that
-# makes Aᵀ[(G g) ⊙ (Bᵀ d)] the correlation of d with g (tested). F(4, 3) is Lavin & Gray's eq. 9;
+# makes Aᵀ[(G g) ⊙ (Bᵀ d)] the correlation of d with g (tested). F(2, 3) (points 0, ±1 and ∞) is
+# Lavin & Gray's as printed, signs included; F(4, 3) is their eq. 9;
 # F(6, 3) adds the points ±1/2, as NNPACK's F(6×6, 3×3) does (its input transform's 21/4, 17/4).
 _MATRICES: dict[int, tuple[tuple[tuple[float, ...], ...], ...]] = {
+    2: (
+        ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1)),
+    ),
     4: (
         (
             (4, 0, -5, 0, 1, 0),
@@ -193,19 +205,24 @@ def winograd_conv3x3(
 ) -> torch.Tensor:
     """A 3×3 convolution, stride 1, zero padding 1, of ``x`` (B, C_in, H, W) with weights
     already transformed by :func:`transform_weights` (whose shape gives the tile), plus
-    ``bias``; channels-last (B, C_out, H, W). ``fast``: other transforms to try first."""
+    ``bias``; channels-last (B, C_out, H, W). ``fast``: other transforms to try first.
+
+    The products run in the transformed weights' dtype (``x`` must have it); the transforms in
+    at least float32, rounded once to that dtype (bf16: see :data:`BF16_TILES`)."""
     tile = round(transformed.shape[0] ** 0.5) - 2
     batch, _, height, width = x.shape
+    exact = torch.promote_types(x.dtype, torch.float32)
     v = None if fast is None else fast.input_transform(x, tile)
     if v is None:
-        v = input_transform(x, tile)
+        v = input_transform(x.to(exact), tile).to(transformed.dtype)
     products = torch.bmm(v, transformed)  # (block², tiles, C_out)
     size = (batch, height, width)
     y = None if fast is None else fast.output_transform(products, tile, size, bias)
     if y is None:
-        y = output_transform(products, tile, size)
+        y = output_transform(products.to(exact), tile, size)
         if bias is not None:
             y = y + bias.view(1, -1, 1, 1)
+        y = y.to(products.dtype)
     return y
 
 
@@ -220,7 +237,8 @@ class _WinogradFunction(torch.autograd.Function):
         fast: FastTransforms | None,
     ) -> torch.Tensor:
         ctx.grad_weights, ctx.fast = grad_weights, fast
-        y = winograd_conv3x3(x, forward_weights, bias, fast)
+        with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen already
+            y = winograd_conv3x3(x, forward_weights, bias, fast)
         return y.contiguous(memory_format=torch.channels_last)
 
     @staticmethod
@@ -229,7 +247,9 @@ class _WinogradFunction(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, None, None, None, None]:
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = winograd_conv3x3(grad, ctx.grad_weights, fast=ctx.fast)
+            grad = grad.to(ctx.grad_weights.dtype)
+            with torch.autocast(grad.device.type, enabled=False):
+                grad_x = winograd_conv3x3(grad, ctx.grad_weights, fast=ctx.fast)
             grad_x = grad_x.contiguous(memory_format=torch.channels_last)
         return grad_x, None, None, None, None
 
@@ -240,14 +260,15 @@ class WinogradConv2d(nn.Conv2d):
     It is an ``nn.Conv2d`` (same parameters, same ``state_dict``) whose ``winograd`` switch picks
     the algorithm and ``tile`` the m (4 or 6); off, it is the plain conv. On, its output equals
     the conv's up to rounding (relative error ~1e-5 in float32, tested against ``F.conv2d`` in
-    float64) and only the input gets a gradient. The transformed weights are computed once per
-    tile, and again only if the weights change.
+    float64) and only the input gets a gradient. Under bf16 autocast a tile of
+    :data:`BF16_TILES` runs in bf16 and any other tile runs the plain conv. The transformed
+    weights are computed once per tile and dtype, and again only if the weights change.
     """
 
     winograd: bool = False
     tile: int = 4
     fast: FastTransforms | None = None  # compiled transforms, where the runtime provides them
-    _transformed: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+    _transformed: dict[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
@@ -266,20 +287,27 @@ class WinogradConv2d(nn.Conv2d):
         new.train(conv.training)
         return new
 
-    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.tile)
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         cached = getattr(self, "_transformed", None)
-        if cached is None or cached[0] != key:
-            forward = transform_weights(self.weight, self.tile)
-            backward = transform_weights(backward_weights(self.weight), self.tile)
-            self._transformed = cached = (key, forward, backward)
-        return cached[1], cached[2]
+        if cached is None or cached.get("weights") != weights:
+            self._transformed = cached = {"weights": weights}  # type: ignore[dict-item]
+        if (dtype, self.tile) not in cached:
+            forward = transform_weights(self.weight, self.tile).to(dtype)
+            backward = transform_weights(backward_weights(self.weight), self.tile).to(dtype)
+            cached[(dtype, self.tile)] = (forward, backward)
+        return cached[(dtype, self.tile)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.winograd or torch.is_autocast_enabled(x.device.type):
+        if not self.winograd:
             return super().forward(x)
-        forward, backward = self._weights()
-        x = x.to(self.weight.dtype)
+        dtype = self.weight.dtype
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            if dtype != torch.bfloat16 or self.tile not in BF16_TILES:
+                return super().forward(x)
+        forward, backward = self._weights(dtype)
+        x = x.to(dtype)
         bias = None if self.bias is None else self.bias.detach()
         return _WinogradFunction.apply(x, forward, backward, bias, self.fast)
 

@@ -18,7 +18,11 @@ feature map — measured, per layer:
 - AMD EPYC Zen 4 (2026-12-07), Winograd in bf16: F(4×4) 1.4–2.4× faster per layer than
   oneDNN's bf16 direct conv, but with ten times its error (2.7e-2 against 2.9e-3, relative to
   float64), and default runs with it stopped unfinished (1.08–1.09 × the reference on tubingen ×
-  starry_night; README, Speed). So Winograd runs in fp32 only.
+  starry_night; README, Speed). So F(4×4) and F(6×6) run in fp32 only.
+- The same Zen 4 (2026-12-08), F(2×2) in bf16 with compiled transforms (float32 inside, one
+  rounding): 1.2–1.9× faster than the bf16 direct conv from conv2_1 on (slower on conv1_2) at
+  256 px, with about the direct conv's error (1.2–1.9× of it). So in bf16 each layer is timed
+  direct against F(2×2) as well.
 
 So each layer shape is timed once, forward and backward to the input as the loop runs them, and
 the timings are remembered (:mod:`normstyle.runtime.tuning`): ``auto`` reads them (timing only
@@ -77,6 +81,9 @@ REPEATS = 1
 # The fp32 Winograd kernels by tile (their names in the timings).
 WINOGRAD_KERNELS = {4: "fp32-winograd", 6: "fp32-winograd6"}
 FP32_KERNELS = ("fp32-direct", *WINOGRAD_KERNELS.values())
+# The bf16 ones (nets/winograd.py's BF16_TILES).
+BF16_WINOGRAD_KERNELS = {2: "bf16-winograd2"}
+BF16_KERNELS = ("bf16-direct", *BF16_WINOGRAD_KERNELS.values())
 
 
 @dataclass
@@ -120,30 +127,42 @@ def choose_convolutions(
 
     ``choice`` "direct" or "winograd" sets them all; "auto" chooses by this machine's remembered
     timings (timing the shapes it has none for) and "measure" times every shape afresh; both
-    return the timings they used, and both apply only to fp32 on the CPU (elsewhere every conv
-    stays direct: in bf16 or fp16 the transforms would lose the precision the direct kernels
-    keep). ``tuning``: where timings are remembered (default: this machine's cache).
+    return the timings they used. Both apply to fp32 (tiles 4 and 6) and bf16 (tile 2) on the
+    CPU; elsewhere every conv stays direct. ``tuning``: where timings are remembered (default:
+    this machine's cache).
     """
     switchable = _switchable(model, wanted)
+    direct_kernel, tiles = _kernels_for(example.dtype)
     if choice in ("direct", "winograd"):
         for _, module, _ in switchable:
-            module.winograd, module.tile = choice == "winograd", 4
+            module.winograd, module.tile = choice == "winograd", min(tiles or WINOGRAD_KERNELS)
         return []
     for _, module, _ in switchable:
         module.winograd = False
-    if example.device.type != "cpu" or example.dtype != torch.float32:
+    if example.device.type != "cpu" or not tiles:
         return []
     timed = [(n, m, size) for n, m, size in _sizes(model, switchable, example) if _timed(m, size)]
-    timings = kernel_timings(timed, FP32_KERNELS, choice == "measure", clock, tuning)
+    kernels = [direct_kernel, *tiles.values()]
+    timings = kernel_timings(timed, kernels, choice == "measure", clock, tuning)
     chosen = []
     for name, module, _ in timed:
-        direct = timings[name]["fp32-direct"]
-        tile = min(WINOGRAD_KERNELS, key=lambda t: timings[name][WINOGRAD_KERNELS[t]])
-        winograd = timings[name][WINOGRAD_KERNELS[tile]]
+        direct = timings[name][direct_kernel]
+        tile = min(tiles, key=lambda t: timings[name][tiles[t]])
+        winograd = timings[name][tiles[tile]]
         module.winograd, module.tile = winograd <= MARGIN * direct, tile
         algorithm = "winograd" if module.winograd else "direct"
         chosen.append(LayerTiming(name, direct, winograd, algorithm, tile))
     return chosen
+
+
+def _kernels_for(dtype: torch.dtype) -> tuple[str, dict[int, str]]:
+    """The direct kernel's name and the Winograd kernels by tile for a network dtype (none for
+    a dtype whose convs are not timed)."""
+    if dtype == torch.float32:
+        return "fp32-direct", WINOGRAD_KERNELS
+    if dtype == torch.bfloat16:
+        return "bf16-direct", BF16_WINOGRAD_KERNELS
+    return "", {}
 
 
 def fastest_precision(
@@ -155,9 +174,10 @@ def fastest_precision(
     tuning: Tuning | None = None,
 ) -> Literal["fp32", "bf16"]:
     """fp32 or bf16, whichever runs ``model``'s convs up to the deepest ``wanted`` layer faster
-    on inputs shaped like ``example`` on this CPU: the sum over the timed layers of bf16's
-    direct kernel against fp32's faster kernel (the one ``convolution`` allows). Call it only
-    where the CPU computes bf16 natively (see :mod:`normstyle.runtime.precision`)."""
+    on inputs shaped like ``example`` on this CPU: the sum over the timed layers of each
+    precision's kernel as :func:`choose_convolutions` would choose it among those
+    ``convolution`` allows. Call it only where the CPU computes bf16 natively (see
+    :mod:`normstyle.runtime.precision`)."""
     example = example.float()
     sizes = _sizes(model, _switchable(model, wanted), example)
     timed = [(n, m, size) for n, m, size in sizes if _timed(m, size)]
@@ -166,16 +186,20 @@ def fastest_precision(
     fp32_kernels = {"direct": ["fp32-direct"], "winograd": [WINOGRAD_KERNELS[4]]}.get(
         convolution, list(FP32_KERNELS)
     )
+    bf16_kernels = {"direct": ["bf16-direct"], "winograd": ["bf16-winograd2"]}.get(
+        convolution, list(BF16_KERNELS)
+    )
     tuning = tuning if tuning is not None else current()
-    key = precision_key(timed, fp32_kernels, example.shape[-2] * example.shape[-1])
+    pixels = example.shape[-2] * example.shape[-1]
+    key = precision_key(timed, [*fp32_kernels, *bf16_kernels], pixels)
     sums = {} if convolution == "measure" else tuning.get(key)
     if not {"fp32", "bf16"} <= sums.keys():
-        kernels = [*fp32_kernels, "bf16-direct"]
+        kernels = [*fp32_kernels, *bf16_kernels]
         fresh = convolution == "measure" or any(
             not set(kernels) <= tuning.get(conv_key(m, *size)).keys() for _, m, size in timed
         )
         timings = kernel_timings(timed, kernels, convolution == "measure", clock, tuning)
-        sums = _precision_sums(timings, fp32_kernels)
+        sums = _precision_sums(timings, fp32_kernels, bf16_kernels)
         if fresh and sums["bf16"] > BF16_MARGIN * sums["fp32"]:
             # One timed pass per kernel can be hit by a stall, and fp32 would then be remembered
             # for the whole size class: on a Zen 4 whose bf16 convs timed at 0.63–0.78 of fp32's
@@ -186,31 +210,45 @@ def fastest_precision(
             for name, module, (height, width) in timed:
                 timings[name] = {k: min(timings[name][k], again[name][k]) for k in kernels}
                 tuning.put(conv_key(module, height, width), timings[name])
-            sums = _precision_sums(timings, fp32_kernels)
+            sums = _precision_sums(timings, fp32_kernels, bf16_kernels)
         tuning.put(key, sums)
         tuning.save()
     return "bf16" if sums["bf16"] <= BF16_MARGIN * sums["fp32"] else "fp32"
 
 
-def _precision_sums(timings: dict[str, Timings], fp32_kernels: Sequence[str]) -> Timings:
-    """The timed convs' total per precision: bf16's direct kernel, fp32's faster kernel."""
-    fp32 = sum(min(t[k] for k in fp32_kernels) for t in timings.values())
-    return {"fp32": fp32, "bf16": sum(t["bf16-direct"] for t in timings.values())}
+def _precision_sums(
+    timings: dict[str, Timings], fp32_kernels: Sequence[str], bf16_kernels: Sequence[str]
+) -> Timings:
+    """The timed convs' total per precision, each layer on the kernel it would run: a Winograd
+    kernel where it takes at most :data:`MARGIN` of the direct one's time (or is the only one
+    allowed), else the direct one."""
+
+    def chosen(times: Timings, kernels: Sequence[str]) -> float:
+        direct = [times[k] for k in kernels if k.endswith("-direct")]
+        fastest = min(times[k] for k in kernels)
+        if not direct or fastest <= MARGIN * direct[0]:
+            return fastest
+        return direct[0]
+
+    return {
+        "fp32": sum(chosen(t, fp32_kernels) for t in timings.values()),
+        "bf16": sum(chosen(t, bf16_kernels) for t in timings.values()),
+    }
 
 
 def precision_key(
     timed: Sequence[tuple[str, WinogradConv2d, tuple[int, int]]],
-    fp32_kernels: Sequence[str],
+    kernels: Sequence[str],
     pixels: int,
 ) -> str:
-    """Where :func:`fastest_precision` remembers its two sums: the timed convs' widths, the fp32
+    """Where :func:`fastest_precision` remembers its two sums: the timed convs' widths, the
     kernels allowed and the network input's size class (pixels within a factor of 4: class 8
     for 256 px images from square to 2:1, 9 for 512 px squares), not its exact shape. Whether
     bf16 beats fp32 is the CPU's property more than the image's (Zen 4, 2026-12-07: bf16 timed
     at 0.83–0.86 of fp32 at 256×192, 0.82–0.90 at 384×512), so a new image of a size class
     already timed is not timed again: on a Zen 4, 1.7 s less per 256 px process (README, Speed)."""
     widths = ",".join(f"{m.in_channels}-{m.out_channels}" for _, m, _ in timed)
-    layers = hashlib.sha256(f"{widths} {' '.join(fp32_kernels)}".encode()).hexdigest()[:12]
+    layers = hashlib.sha256(f"{widths} {' '.join(kernels)}".encode()).hexdigest()[:12]
     return f"precision {layers} class {round(math.log2(max(pixels, 1)) / 2)}"
 
 
@@ -330,7 +368,11 @@ def _time_kernels(
     out: Timings = {}
     try:
         for kernel in kernels:
-            tiles = [tile for tile, name in WINOGRAD_KERNELS.items() if name == kernel]
+            tiles = [
+                tile
+                for tile, name in (*WINOGRAD_KERNELS.items(), *BF16_WINOGRAD_KERNELS.items())
+                if name == kernel
+            ]
             module.winograd = bool(tiles)
             module.tile = tiles[0] if tiles else module.tile
             bf16 = kernel.startswith("bf16")

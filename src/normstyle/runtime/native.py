@@ -6,7 +6,8 @@ feature map several times; in C each tile is read once and written once. Measure
 Zen 4 with the ISA limited to AVX2 (2026-12-07, 256 px, one forward pass per layer, fp32): conv2_2
 with F(6×6) 13.8 → 9.6 ms, conv3_2 9.0 → 7.1 ms, and conv1_2 — where Winograd lost to oneDNN's
 direct conv with the PyTorch transforms (23.7 against 19.0 ms) — 12.9 ms with F(4×4) (README,
-Speed). The products stay in the BLAS.
+Speed). The products stay in the BLAS. They also run F(2×2) in bf16 (float32 inside, one
+rounding), which PyTorch's transforms could do only with a float32 copy of every tensor.
 
 The library is built with the system's C compiler (``$CC``, else ``cc``) for this CPU
 (``-march=native``; ``-mavx2 -mfma`` where ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=
@@ -39,6 +40,8 @@ SOURCE = Path(__file__).with_name("winograd_transforms.c")
 ENV = "NORMSTYLE_NATIVE"
 COMPILE_SECONDS = 120  # a compiler that takes longer is given up on (the PyTorch path runs)
 _BASE_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp")
+# The tiles the compiled transforms handle, by dtype (bf16: F(2×2) only, see the C file).
+TILES = {torch.float32: (2, 4, 6), torch.bfloat16: (2,)}
 
 
 def enabled() -> bool:
@@ -205,17 +208,21 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.normstyle_lanes.restype = ctypes.c_int
     lib.normstyle_lanes.argtypes = []
     lib.normstyle_winograd_input.restype = ctypes.c_int
-    lib.normstyle_winograd_input.argtypes = [pointer, i64, i64, i64, i64, i64, pointer, i64, i64]
+    lib.normstyle_winograd_input.argtypes = [
+        *(pointer, i64, i64, i64, i64, i64),
+        *(pointer, i64, i64, i64),
+    ]
     lib.normstyle_winograd_output.restype = ctypes.c_int
     lib.normstyle_winograd_output.argtypes = [
         *(pointer, i64, i64, i64, i64, i64),
-        *(pointer, pointer, i64, i64),
+        *(pointer, pointer, i64, i64, i64),
     ]
 
 
 class NativeWinogradTransforms:
-    """Winograd's input and output transforms in C (``winograd_transforms.c``), for float32 CPU
-    tensors whose channel counts are multiples of the library's lanes (16); each method returns
+    """Winograd's input and output transforms in C (``winograd_transforms.c``), for CPU tensors
+    whose channel counts are multiples of the library's lanes (16): float32 with tiles 2, 4 and
+    6, bfloat16 with tile 2 (in and out in that type, computed in float32); each method returns
     None for anything else, and the caller runs the PyTorch transforms instead."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
@@ -232,7 +239,7 @@ class NativeWinogradTransforms:
 
     def _fits(self, tensor: torch.Tensor, channels: int) -> bool:
         return (
-            tensor.dtype == torch.float32
+            tensor.dtype in (torch.float32, torch.bfloat16)
             and tensor.device.type == "cpu"
             and channels > 0
             and channels % self.lanes == 0
@@ -240,15 +247,16 @@ class NativeWinogradTransforms:
 
     def input_transform(self, x: torch.Tensor, tile: int) -> torch.Tensor | None:
         """``Bᵀ d B`` of every (tile+2)² block of ``x`` (B, C, H, W; zero padding 1):
-        ((tile+2)², tiles, C), or None."""
+        ((tile+2)², tiles, C) in ``x``'s dtype, or None."""
         batch, channels, height, width = x.shape
-        if tile not in (4, 6) or not self._fits(x, channels) or _tracked(x):
+        if tile not in TILES.get(x.dtype, ()) or not self._fits(x, channels) or _tracked(x):
             return None
         nhwc = x.permute(0, 2, 3, 1).contiguous()  # no copy for a channels-last x
         rows, cols = -(-height // tile), -(-width // tile)
-        v = torch.empty((tile + 2) ** 2, batch * rows * cols, channels)
+        v = torch.empty((tile + 2) ** 2, batch * rows * cols, channels, dtype=x.dtype)
         status = self.lib.normstyle_winograd_input(
-            nhwc.data_ptr(), batch, height, width, channels, tile, v.data_ptr(), rows, cols
+            *(nhwc.data_ptr(), batch, height, width, channels, tile),
+            *(v.data_ptr(), rows, cols, x.dtype == torch.bfloat16),
         )
         return v if status == 0 else None
 
@@ -260,12 +268,13 @@ class NativeWinogradTransforms:
         bias: torch.Tensor | None,
     ) -> torch.Tensor | None:
         """``Aᵀ m A`` (+ ``bias``) of the products ((tile+2)², tiles, C_out) for a batch, height
-        and width (``size``), cropped to them: (B, C_out, H, W) channels-last, or None."""
+        and width (``size``), cropped to them: (B, C_out, H, W) channels-last in the products'
+        dtype, or None. The bias is float32."""
         batch, height, width = size
         rows, cols = -(-height // tile), -(-width // tile)
         channels = products.shape[-1]
         expected = ((tile + 2) ** 2, batch * rows * cols, channels)
-        if tile not in (4, 6) or not self._fits(products, channels):
+        if tile not in TILES.get(products.dtype, ()) or not self._fits(products, channels):
             return None
         if tuple(products.shape) != expected or _tracked(products):
             return None
@@ -275,7 +284,11 @@ class NativeWinogradTransforms:
             return None
         products = products.contiguous()
         bias = None if bias is None else bias.contiguous().view(-1)
-        y = torch.empty(batch, channels, height, width, memory_format=torch.channels_last)
+        y = torch.empty(
+            (batch, channels, height, width),
+            dtype=products.dtype,
+            memory_format=torch.channels_last,
+        )
         status = self.lib.normstyle_winograd_output(
             products.data_ptr(),
             batch,
@@ -287,6 +300,7 @@ class NativeWinogradTransforms:
             y.data_ptr(),
             rows,
             cols,
+            products.dtype == torch.bfloat16,
         )
         return y if status == 0 else None
 

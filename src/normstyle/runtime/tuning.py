@@ -39,8 +39,8 @@ MAX_BYTES = 1 << 20  # a larger file is not ours: ignored
 MAX_MACHINES = 16  # fingerprints kept in one file (oldest dropped first)
 MAX_ENTRIES = 4096  # timings kept per machine
 # The kernels a conv layer may run, as the keys of its timings.
-KERNELS = ("fp32-direct", "fp32-winograd", "fp32-winograd6", "bf16-direct")
-# A whole network's timed convs per precision (fp32 with each layer on its faster kernel), as the
+KERNELS = ("fp32-direct", "fp32-winograd", "fp32-winograd6", "bf16-direct", "bf16-winograd2")
+# A whole network's timed convs per precision (each layer on the kernel it would run), as the
 # keys of the sums that decide the precision (runtime/convolutions.py, precision_key).
 PRECISIONS = ("fp32", "bf16")
 
