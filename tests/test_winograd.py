@@ -437,3 +437,29 @@ def test_a_vgg_with_winograd_layers_computes_the_same_features() -> None:
     choose_convolutions(model, x, ["relu4_2"], "winograd")
     torch.testing.assert_close(model(x, ["relu4_2"])["relu4_2"], expected, rtol=1e-9, atol=1e-9)
     assert "conv1_1.weight" in model.state_dict()
+
+
+def test_one_tile_of_transformed_weights_is_kept_per_dtype() -> None:
+    """Switching tiles replaces a layer's transformed weights (VGG-19's fp32 F(6×6) weights alone
+    take ~0.7 GB); bf16's are kept beside fp32's; changed weights are transformed afresh."""
+    conv = nn.Conv2d(16, 16, 3, padding=1).requires_grad_(False)
+    layer = WinogradConv2d.from_conv(conv)
+    x = torch.randn(1, 16, 8, 8)
+    layer.winograd = True
+    for tile in (4, 6):
+        layer.tile = tile
+        layer(x)
+    layer.tile = 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
+    cached = layer._transformed
+    assert cached is not None
+    assert {k: v[0] for k, v in cached.items() if k != "weights"} == {
+        torch.float32: 6,
+        torch.bfloat16: 2,
+    }
+    with torch.no_grad():
+        conv.weight.mul_(2)
+    layer.tile = 4
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    assert torch.allclose(layer(x).double(), expected, rtol=1e-4, atol=1e-4)

@@ -1,10 +1,10 @@
-"""Winograd F(4×4, 3×3) and F(6×6, 3×3) convolution for frozen 3×3 layers (Lavin & Gray,
-*Fast Algorithms for Convolutional Neural Networks*, CVPR 2016).
+"""Winograd F(2×2, 3×3), F(4×4, 3×3) and F(6×6, 3×3) convolution for frozen 3×3 layers (Lavin &
+Gray, *Fast Algorithms for Convolutional Neural Networks*, CVPR 2016).
 
-Each m×m block of outputs (m = 4 or 6, the *tile*) is computed from the (m+2)×(m+2) block of
+Each m×m block of outputs (m = 2, 4 or 6, the *tile*) is computed from the (m+2)×(m+2) block of
 inputs around it as ``Y = Aᵀ [ (G W Gᵀ) ⊙ (Bᵀ d B) ] A``: (m+2)² multiplications per block and
-channel pair instead of the 9m² of a direct convolution — 2.25 per output for F(4×4, 3×3),
-1.78 for F(6×6, 3×3), against 9. With the weight transform ``G W Gᵀ`` computed once (the network
+channel pair instead of the 9m² of a direct convolution — 4 per output for F(2×2, 3×3), 2.25
+for F(4×4, 3×3), 1.78 for F(6×6, 3×3), against 9. With the weight transform ``G W Gᵀ`` computed once (the network
 is frozen), a layer is an input transform, (m+2)² matrix products (one per position of the
 block, each ``tiles × C_in`` by ``C_in × C_out``) and an output transform. The larger tile does
 fewer products but pads small feature maps to whole tiles (a 32×27 map is 36×30 in 6×6 tiles)
@@ -258,7 +258,7 @@ class WinogradConv2d(nn.Conv2d):
     """A frozen 3×3 convolution (stride 1, padding 1) that can run as Winograd F(m×m, 3×3).
 
     It is an ``nn.Conv2d`` (same parameters, same ``state_dict``) whose ``winograd`` switch picks
-    the algorithm and ``tile`` the m (4 or 6); off, it is the plain conv. On, its output equals
+    the algorithm and ``tile`` the m (2, 4 or 6); off, it is the plain conv. On, its output equals
     the conv's up to rounding (relative error ~1e-5 in float32, tested against ``F.conv2d`` in
     float64) and only the input gets a gradient. Under bf16 autocast a tile of
     :data:`BF16_TILES` runs in bf16 and any other tile runs the plain conv. The transformed
@@ -268,7 +268,8 @@ class WinogradConv2d(nn.Conv2d):
     winograd: bool = False
     tile: int = 4
     fast: FastTransforms | None = None  # compiled transforms, where the runtime provides them
-    _transformed: dict[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
+    # The weights' identity, and by dtype: (tile, forward, backward) transformed weights.
+    _transformed: dict[Any, Any] | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
@@ -291,12 +292,13 @@ class WinogradConv2d(nn.Conv2d):
         weights = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
         cached = getattr(self, "_transformed", None)
         if cached is None or cached.get("weights") != weights:
-            self._transformed = cached = {"weights": weights}  # type: ignore[dict-item]
-        if (dtype, self.tile) not in cached:
+            self._transformed = cached = {"weights": weights}
+        # One tile per dtype is kept: fp32 F(6×6) weights of VGG-19 to conv5_1 take ~0.7 GB.
+        if cached.get(dtype, (None,))[0] != self.tile:
             forward = transform_weights(self.weight, self.tile).to(dtype)
             backward = transform_weights(backward_weights(self.weight), self.tile).to(dtype)
-            cached[(dtype, self.tile)] = (forward, backward)
-        return cached[(dtype, self.tile)]
+            cached[dtype] = (self.tile, forward, backward)
+        return cached[dtype][1], cached[dtype][2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.winograd:
