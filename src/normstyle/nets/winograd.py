@@ -3,14 +3,13 @@ Gray, *Fast Algorithms for Convolutional Neural Networks*, CVPR 2016).
 
 Each m×m block of outputs (m = 2, 4 or 6, the *tile*) is computed from the (m+2)×(m+2) block of
 inputs around it as ``Y = Aᵀ [ (G W Gᵀ) ⊙ (Bᵀ d B) ] A``: (m+2)² multiplications per block and
-channel pair instead of the 9m² of a direct convolution — 4 per output for F(2×2, 3×3), 2.25
-for F(4×4, 3×3), 1.78 for F(6×6, 3×3), against 9. With the weight transform ``G W Gᵀ``
-computed once (the network is frozen), a layer is an input transform, (m+2)² matrix products
-(one per position of the block, each ``tiles × C_in`` by ``C_in × C_out``) and an output
-transform. The larger tile does
-fewer products but pads small feature maps to whole tiles (a 32×27 map is 36×30 in 6×6 tiles)
-and rounds a little more (tested against ``F.conv2d`` in float64); which tile, if any, a layer
-uses is measured (``runtime/convolutions.py``).
+channel pair instead of the 9m² of a direct convolution — 4 per output for F(2×2, 3×3), 2.25 for
+F(4×4, 3×3), 1.78 for F(6×6, 3×3), against 9. With the weight transform ``G W Gᵀ`` computed once
+(the network is frozen), a layer is an input transform, (m+2)² matrix products (one per position of
+the block, each ``tiles × C_in`` by ``C_in × C_out``) and an output transform. The larger tile does
+fewer products but pads small feature maps to whole tiles (a 32×27 map is 36×30 in 6×6 tiles) and
+rounds a little more (tested against ``F.conv2d`` in float64); which tile, if any, a layer uses is
+measured (``runtime/convolutions.py``).
 
 The gradient with respect to the input of a 3×3, stride-1, padding-1 convolution is itself such a
 convolution (with the weights flipped and their channel axes swapped), so the backward pass to
