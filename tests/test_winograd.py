@@ -154,14 +154,15 @@ def test_under_autocast_f2_runs_in_bf16_with_about_the_direct_convs_error(channe
     torch.manual_seed(channels)
     conv = nn.Conv2d(channels, 48, 3, padding=1).requires_grad_(False)
     layer = WinogradConv2d.from_conv(conv)
-    prepare_layer = prepare_winograd(nn.Sequential(layer))  # attaches the compiled transforms
-    assert prepare_layer == ["0"]
+    assert prepare_winograd(nn.Sequential(layer)) == ["0"]  # attaches the compiled transforms
     x = torch.randn(2, channels, 19, 22).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(2, 48, 19, 22, dtype=torch.float64)
     x64 = x.double().requires_grad_(True)
     expected = F.conv2d(x64, conv.weight.double(), conv.bias.double(), padding=1)
     expected.backward(grad)
     expected = expected.detach()
+
+    outputs = []
 
     def run(winograd: bool) -> tuple[float, float]:
         layer.winograd, layer.tile = winograd, 2
@@ -171,11 +172,13 @@ def test_under_autocast_f2_runs_in_bf16_with_about_the_direct_convs_error(channe
         assert y.dtype == torch.bfloat16
         y.backward(grad.to(y.dtype))
         assert leaf.grad is not None
+        outputs.append(y.detach())
         out = float((y.detach().double() - expected).norm() / expected.norm())
         back = float((leaf.grad.double() - x64.grad).norm() / x64.grad.norm())
         return out, back
 
     direct, winograd = run(False), run(True)
+    assert not torch.equal(outputs[0], outputs[1])  # F(2×2) ran, not the direct conv again
     assert 1e-4 < direct[0] < 1e-2 and 1e-4 < direct[1] < 1e-2  # bf16's rounding, not fp32's
     assert winograd[0] < 2 * direct[0] and winograd[1] < 2 * direct[1]
 
